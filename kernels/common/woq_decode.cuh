@@ -23,6 +23,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "kernels/common/ptx_ops.cuh"
+
 namespace tpq::kernels {
 
 template <typename T>
@@ -46,13 +48,15 @@ struct MagicPlanes {
   static constexpr float kOffset = kPlanes == 2 ? 17.0f * kMagicValue : kMagicValue;
   static constexpr uint32_t kOnes = kHalf ? 0x3C003C00u : 0x3F803F80u;  // (1, 1)
 
-  // Plane `plane` of a pair (codes in bits 0..15 and 16..31) as T2 bits: plane 0 weighs 16 (high nibbles) when
+  // Plane `plane` of a pair field (Traits::pair_field: codes in the low kBits of bits 0..15 and 16..31, anything
+  // above them) as T2 bits, in one LOP3 (plus a shift for the high plane): plane 0 weighs 16 (high nibbles) when
   // there are two planes.
-  static __device__ __forceinline__ uint32_t plane(uint32_t pair, int plane) {
+  static __device__ __forceinline__ uint32_t plane(uint32_t field, int plane) {
     if constexpr (kPlanes == 1) {
-      return pair | kMagicBits;
+      constexpr uint32_t kMask = (1u << kBits) - 1u;
+      return and_or(field, kMask | (kMask << 16), kMagicBits);
     } else {
-      return (plane == 0 ? (pair >> 4) & 0x000F000Fu : pair & 0x000F000Fu) | kMagicBits;
+      return and_or(plane == 0 ? field >> 4 : field, 0x000F000Fu, kMagicBits);
     }
   }
   // Σ x·q + offset·Σ x from the planes' sums.

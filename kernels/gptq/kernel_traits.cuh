@@ -5,6 +5,7 @@
 //   word(qweight, n, block, j, col): word j of `block` for column `col`; words of consecutive columns are adjacent,
 //     so 4 columns of one word are one 16-byte load,
 //   pair_bits(words, p): codes p and p + kCodes/2 of one column's block, in bits 0..15 and 16..31,
+//   pair_field(words, p): the same codes in the low kBits of each half, with anything above them (one shift),
 //   code(words, i): code i of the block.
 // Which codes form a pair is the format's choice (the kernels feed the activations in the same order): here the
 // pair's codes sit 16 bits apart in one word for b = 2, 4, 8, so one shift and one mask extract both.
@@ -33,6 +34,14 @@ struct KernelTraits {
     const int word_index = kBits * i / kWordBits, shift = kBits * i % kWordBits;
     if (shift + kBits > kWordBits) return __funnelshift_r(w[word_index], w[word_index + 1], shift) & kMask;
     return (w[word_index] >> shift) & kMask;
+  }
+
+  static __device__ __forceinline__ uint32_t pair_field(const uint32_t (&w)[kWords], int p) {
+    if constexpr (kWords == 1) {
+      return w[0] >> (kBits * p);
+    } else {
+      return code(w, p) | (code(w, p + kCodes / 2) << 16);
+    }
   }
 
   static __device__ __forceinline__ uint32_t pair_bits(const uint32_t (&w)[kWords], int p) {

@@ -252,6 +252,9 @@ const std::vector<Spec> kSpecs = {
     // Group -1 (one group over K) and a group of 32.
     {4, 1024, 2048, -1, true, false, false},
     {4, 1024, 2048, 32, false, false, false},
+    // K not a whole number of GEMV steps (177 blocks of 8 codes): the last step's missing blocks read as zeros.
+    {4, 264, 1416, -1, false, false, true},
+    {8, 264, 1412, -1, true, false, false},
 };
 
 INSTANTIATE_TEST_SUITE_P(Shapes, GptqCuda, ::testing::ValuesIn(kSpecs),
