@@ -1,7 +1,6 @@
 #pragma once
 // Thin wrappers over the PTX the memory-bound kernels need and CUDA C++ does not spell: streaming 16-byte loads,
-// a fused LOP3, 16-byte shared-memory reads, programmatic dependent launch, and the m16n8k16 tensor-core
-// MMA with f32 accumulation.
+// a fused LOP3, programmatic dependent launch, and the m16n8k16 tensor-core MMA with f32 accumulation.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -66,13 +65,6 @@ __device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t b, uint32_t c) {
   return d;
 }
 
-// 16 bytes from the shared-memory address `smem`.
-__device__ __forceinline__ uint4 load_shared_16(uint32_t smem) {
-  uint4 r;
-  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "r"(smem)
-               : "memory");
-  return r;
-}
 // Asks for `bytes` (a multiple of 16, 16-byte aligned) at `p` to be brought into L2, without waiting and
 // without registers (sm_90+; nothing elsewhere). Used for the weights a kernel will read right after its
 // programmatic-dependent-launch wait, so that DRAM works on them while the previous kernel drains.

@@ -31,7 +31,6 @@
 
 #include "kernels/common/float_convert.cuh"
 #include "kernels/common/ptx_ops.cuh"
-#include "kernels/common/tma.cuh"
 #include "kernels/common/woq_decode.cuh"
 #include "kernels/common/woq_params.hpp"
 
@@ -90,13 +89,16 @@ __device__ __forceinline__ void finish(const float (&acc)[kColTiles][2][4], cons
   }
   __syncthreads();
 
-  // Thread i finishes values (i / 32) + 8r of lane i % 32: C fragment value e of row tile tr, column tile j.
-  float v[kColTiles];
-  int out_n[kColTiles], out_m[kColTiles];
-  bool active[kColTiles];
+  // Thread i finishes values (i / 32) + kWoqWarps·r of lane i % 32: C fragment value e of row tile tr, column
+  // tile j.
+  constexpr int kPerThread = kValues / kWoqWarps;
+  static_assert(kValues % kWoqWarps == 0, "every thread finishes the same number of values");
+  float v[kPerThread];
+  int out_n[kPerThread], out_m[kPerThread];
+  bool active[kPerThread];
 #pragma unroll
-  for (int r = 0; r < kColTiles; ++r) {
-    const int vi = (threadIdx.x >> 5) + 8 * r, vl = threadIdx.x & 31;
+  for (int r = 0; r < kPerThread; ++r) {
+    const int vi = (threadIdx.x >> 5) + kWoqWarps * r, vl = threadIdx.x & 31;
     v[r] = 0.0f;
 #pragma unroll
     for (int wi = 0; wi < kWoqWarps; ++wi) v[r] += red[wi][vi][vl];
@@ -110,7 +112,7 @@ __device__ __forceinline__ void finish(const float (&acc)[kColTiles][2][4], cons
 
   if (p.splits == 1) {
 #pragma unroll
-    for (int r = 0; r < kColTiles; ++r) {
+    for (int r = 0; r < kPerThread; ++r) {
       if (!active[r]) continue;
       float o = v[r];
       if (bias != nullptr) o += to_float(bias[out_n[r]]);
@@ -121,7 +123,7 @@ __device__ __forceinline__ void finish(const float (&acc)[kColTiles][2][4], cons
 
   // Split-K: publish this block's partial sums, and let the last block of the tile add them up.
 #pragma unroll
-  for (int r = 0; r < kColTiles; ++r)
+  for (int r = 0; r < kPerThread; ++r)
     if (active[r]) p.partials[(static_cast<int64_t>(blockIdx.y) * m + out_m[r]) * n + out_n[r]] = v[r];
   __threadfence();
   __syncthreads();
@@ -131,7 +133,7 @@ __device__ __forceinline__ void finish(const float (&acc)[kColTiles][2][4], cons
   if (!is_last) return;
   __threadfence();
 #pragma unroll
-  for (int r = 0; r < kColTiles; ++r) {
+  for (int r = 0; r < kPerThread; ++r) {
     if (!active[r]) continue;
     float sum = 0.0f;
     for (int sp = 0; sp < p.splits; ++sp)
@@ -254,43 +256,34 @@ __global__ void __launch_bounds__(kWoqWarps * 32) woq_gemv_kernel(const WoqGemvP
   woq_detail::finish<T, kColTiles>(acc, p);
 }
 
-// The grouped GEMV: the same tiles, codes and MMAs, with fewer instructions per weight and the weight stream taken
-// off the threads, which is what bounds the general one at M = 1 (the weight stream needs about 35 weights per
-// cycle per SM on an H200, and each lane has only a few instructions per weight to spend).
+// The grouped GEMV: the same tiles, loads and MMAs, with fewer instructions per weight, which is what bounds the
+// general one at M = 1 (the weight stream needs about 35 weights per cycle per SM on an H200).
 //  - The codes enter the MMA as they are, offset by a constant (MagicPlanes: one LOP3 per two weights, plus a shift
 //    per word); zero points and scales are applied to the f32 sums once per group: y += s · (Σ x·(q + c) −
 //    (c + z) · Σ x), with Σ x from one more MMA against ones.
 //  - A step (4 blocks of codes × 32 columns) must lie in one group: group sizes that are multiples of 4 · kCodes,
 //    or act-order rows sorted and padded to whole steps (the host checks).
-//  - The copy engine (TMA, sm_90) streams each warp's K range through a per-warp ring of kStages stages of
-//    kWoqStageSteps steps each: one lane issues one 2D copy per stage (a box of 32 columns × the stage's word rows,
-//    128-byte swizzled so that the lanes' 16-byte reads of one step hit distinct banks pairwise), completing on the
-//    stage's mbarrier. The lanes issue no load instructions for the weights and hold no registers for them.
-//  - A warp walks its steps group by group: a group's zero points and scales are requested when it starts and used
-//    when it ends, so their latency hides behind the group's own steps; nothing but a counter (or, for act-order,
-//    the next step's group index) is checked per step.
-template <class Traits, typename T, int kColTiles, int kStages>
-__global__ void __launch_bounds__(kWoqWarps * 32, 2) woq_gemv_grouped_kernel(const __grid_constant__ WoqGemvParams p) {
+//  - Whole batches of kUnroll steps run without predicates, on pointers that advance by a constant stride; only
+//    the last, partial batch of a warp checks every step.
+template <class Traits, typename T, int kColTiles, int kUnroll>
+// 16 warps per SM (8 for 3-bit)
+__global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8) / kWoqWarps)
+    woq_gemv_grouped_kernel(const WoqGemvParams p) {
   using Planes = MagicPlanes<T, Traits::kBits>;
   constexpr int kCodes = Traits::kCodes;
   constexpr int kWords = Traits::kWords;
   constexpr int kXRegs = kCodes / 2;
   constexpr int kPlanes = Planes::kPlanes;
-  constexpr int kStageRows = 4 * kWoqStageSteps * kWords;  // word rows of qweight per stage
-  constexpr int kStageBytes = kStageRows * kWoqTileCols * 4;
-  static_assert(kStageBytes % 1024 == 0, "stages keep the 1024-byte alignment of the 128-byte swizzle");
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
-  __trap();  // the copy engine needs sm_90; the host never launches this kernel on older parts
-#endif
   pdl_launch_dependents();
 
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int g = lane >> 2;
   const int t = lane & 3;
+  const int tile = blockIdx.x;
   const int m = p.m, n = p.n;
 
-  const int64_t col = min(blockIdx.x * kWoqTileCols + 4 * g, n - 4);
+  const int64_t col = min(tile * kWoqTileCols + 4 * g, n - 4);
   const T* x = static_cast<const T*>(p.x);
   const T* x_row[kColTiles];
 #pragma unroll
@@ -303,58 +296,29 @@ __global__ void __launch_bounds__(kWoqWarps * 32, 2) woq_gemv_grouped_kernel(con
   const int split_end = min(steps, split_begin + p.steps_per_split);
   const int per_warp = (split_end - split_begin + kWoqWarps - 1) / kWoqWarps;
   const int begin = split_begin + warp * per_warp;
-  const int count = max(0, min(split_end, begin + per_warp) - begin);
-  const int stages = (count + kWoqStageSteps - 1) / kWoqStageSteps;
+  const int end = min(split_end, begin + per_warp);
+  const int full_end = min(end, blocks >> 2);  // steps whose 4 blocks all exist
 
-  // The warp's ring (the dynamic shared memory is over-allocated by 1 KB to align it) and its stage barriers.
-  extern __shared__ uint8_t woq_smem[];
-  __shared__ uint64_t stage_full[kWoqWarps][kStages];
-  uint8_t* const smem = woq_smem + ((1024u - (shared_address(woq_smem) & 1023u)) & 1023u);
-  uint8_t* const ring = smem + warp * kStages * kStageBytes;
-  uint64_t* const full = stage_full[warp];
-  const int row0 = begin * 4 * kWords;
-  const int col0 = blockIdx.x * kWoqTileCols;
-  const auto issue = [&](int q) {  // lane 0 only
-    uint64_t* bar = full + q % kStages;
-    mbarrier_expect_bytes(bar, kStageBytes);
-    tma_load_2d(ring + (q % kStages) * kStageBytes, &p.qweight_map, col0, row0 + q * kStageRows, bar);
-  };
-  if (lane == 0) {
-#pragma unroll
-    for (int i = 0; i < kStages; ++i) mbarrier_init(full + i);
-    for (int q = 0; q < min(kStages, stages); ++q) issue(q);
-  }
-  __syncwarp();
-
-  // Groups: plain ones are `group_steps` steps long (the first one the warp sees may be cut short); act-order
-  // ones (sorted, padded to whole steps) are told apart by g_idx at each step's first row.
-  const bool act_order = p.g_idx != nullptr;
-  const auto group_of_step = [&](int s) -> int {
-    const int64_t first = static_cast<int64_t>(s) * 4 * kCodes;
-    return act_order ? __ldg(p.g_idx + first) : static_cast<int>(s / p.group_steps);
-  };
-  int group = count > 0 ? group_of_step(begin) : 0;
-  int left = act_order ? 0 : p.group_steps - begin % p.group_steps;  // steps of the group still to come (plain)
-  const auto meta_at = [&](int gi) { return static_cast<int64_t>(gi) * n + col; };
-  uint32_t zeros = 0;
-  uint2 group_scales = make_uint2(0, 0);
-  if (count > 0) {
-    zeros = __ldg(reinterpret_cast<const uint32_t*>(p.zeros + meta_at(group)));
-    group_scales = __ldg(reinterpret_cast<const uint2*>(scales + meta_at(group)));
-  }
+  // Word w of the lane's block in step s: qweight + ((4s + t) · kWords + w) · n + col.
+  const uint32_t* w_lane = p.qweight + static_cast<int64_t>(t) * kWords * n + col;
+  const int64_t w_step = static_cast<int64_t>(4) * kWords * n;
 
   float acc[kColTiles][2][4] = {};
   float gacc[kPlanes][kColTiles][2][4] = {};
   float xsum[kColTiles][4] = {};
+  int group = -1;
+  uint32_t group_zeros = 0;
+  uint2 group_scales = make_uint2(0, 0);
 
-  // Applies the finished group to acc and clears its sums.
+  // Applies the finished group, then starts the next from zero.
   const auto flush = [&]() {
+    if (group < 0) return;
     float sc[4], zc[4];
 #pragma unroll
     for (int c = 0; c < 4; ++c) {
       const uint16_t sb = static_cast<uint16_t>((c < 2 ? group_scales.x : group_scales.y) >> (16 * (c & 1)));
       sc[c] = to_float(reinterpret_cast<const T&>(sb));
-      zc[c] = Planes::kOffset + static_cast<float>((zeros >> (8 * c)) & 0xFFu);
+      zc[c] = Planes::kOffset + static_cast<float>((group_zeros >> (8 * c)) & 0xFFu);
     }
 #pragma unroll
     for (int j = 0; j < kColTiles; ++j) {
@@ -377,58 +341,44 @@ __global__ void __launch_bounds__(kWoqWarps * 32, 2) woq_gemv_grouped_kernel(con
       for (int e = 0; e < 4; ++e) xsum[j][e] = 0.0f;
     }
   };
-
-  pdl_wait();  // the activations (and the output, split-K scratch) belong to the previous kernel until here
-
-  int next_group = act_order && count > 0 ? group_of_step(begin) : 0;
-  // The lane's activations of step begin + j start at x_row + (4s + t) · kCodes.
-  const T* x_step[kColTiles];
-#pragma unroll
-  for (int jt = 0; jt < kColTiles; ++jt) x_step[jt] = x_row[jt] + (static_cast<int64_t>(begin) * 4 + t) * kCodes;
-  const int lane_steps = ((blocks - t + 3) >> 2) - begin;  // steps j < lane_steps have the lane's block
-  for (int j = 0; j < count; ++j) {
-    const int q = j / kWoqStageSteps, st = j % kWoqStageSteps;
-    if (st == 0) {
-      // A new stage: wait for it, then refill the slot of the one before (all its words are in registers by now).
-      mbarrier_wait(full + q % kStages, (q / kStages) & 1);
-      __syncwarp();
-      if (lane == 0 && q >= 1 && q - 1 + kStages < stages) issue(q - 1 + kStages);
+  // The group of step `step` (the same for every lane of the warp: taken at the step's first row).
+  const auto group_of_step = [&](int step) -> int {
+    const int64_t first = static_cast<int64_t>(step) * 4 * kCodes;
+    return p.g_idx != nullptr    ? __ldg(p.g_idx + first)
+           : p.group_shift >= 0 ? static_cast<int>(first >> p.group_shift)
+                                : static_cast<int>(first / p.group_size);
+  };
+  const auto meta_at = [&](int gi) { return static_cast<int64_t>(gi) * n + col; };
+  // A batch's zero points and scales: those of its first step's group in registers; its last step's group, if
+  // another, prefetched into L1 for the switch.
+  const auto batch_meta = [&](int s, int last, int& first_group, uint32_t& zeros, uint2& sc) {
+    first_group = group_of_step(s);
+    zeros = __ldg(reinterpret_cast<const uint32_t*>(p.zeros + meta_at(first_group)));
+    sc = __ldg(reinterpret_cast<const uint2*>(scales + meta_at(first_group)));
+    if (last > s) {
+      const int last_group = group_of_step(last);
+      if (last_group != first_group) {
+        asm volatile("prefetch.global.L1 [%0];" ::"l"(p.zeros + meta_at(last_group)));
+        asm volatile("prefetch.global.L1 [%0];" ::"l"(scales + meta_at(last_group)));
+      }
     }
-    // Group bookkeeping (warp-uniform): flush the finished group, fetch the new one's zero points and scales.
-    bool switch_group;
-    if (act_order) {
-      switch_group = next_group != group;
-    } else {
-      switch_group = left == 0;
-      if (switch_group) left = p.group_steps;
-      --left;
-    }
-    if (switch_group) {
+  };
+  // One step: switch groups if needed, decode, MMA.
+  const auto compute = [&](int step, bool first_of_batch, int first_group, uint32_t first_zeros,
+                           const uint2& first_scales, const uint4 (&raw)[kWords],
+                           const uint32_t (&xr)[kColTiles][kXRegs]) {
+    const int step_group = first_of_batch ? first_group : group_of_step(step);
+    if (step_group != group) {  // warp-uniform
       flush();
-      group = act_order ? next_group : group + 1;
-      zeros = __ldg(reinterpret_cast<const uint32_t*>(p.zeros + meta_at(group)));
-      group_scales = __ldg(reinterpret_cast<const uint2*>(scales + meta_at(group)));
+      group = step_group;
+      if (step_group == first_group) {
+        group_zeros = first_zeros;
+        group_scales = first_scales;
+      } else {
+        group_zeros = __ldg(reinterpret_cast<const uint32_t*>(p.zeros + meta_at(group)));
+        group_scales = __ldg(reinterpret_cast<const uint2*>(scales + meta_at(group)));
+      }
     }
-    if (act_order && j + 1 < count) next_group = group_of_step(begin + j + 1);
-
-    // The step's activations (zeros past the lane's blocks, whose codes the copy engine filled with zeros).
-    const bool ok = j < lane_steps;
-    uint32_t xr[kColTiles][kXRegs];
-#pragma unroll
-    for (int jt = 0; jt < kColTiles; ++jt) {
-      woq_detail::load_x<kCodes>(xr[jt], x_step[jt], 0, ok);
-      x_step[jt] += 4 * kCodes;
-    }
-
-    // Its codes: word w of the lane's block is row (4·st + t)·kWords + w of the stage, 16-byte chunk g, swizzled.
-    const uint32_t stage = shared_address(ring + (q % kStages) * kStageBytes);
-    uint4 raw[kWords];
-#pragma unroll
-    for (int w = 0; w < kWords; ++w) {
-      const uint32_t row = (4 * st + t) * kWords + w;
-      raw[w] = load_shared_16(stage + row * 128 + ((g ^ (row & 7)) << 4));
-    }
-
     uint32_t words[4][kWords];
 #pragma unroll
     for (int c = 0; c < 4; ++c) {
@@ -436,14 +386,14 @@ __global__ void __launch_bounds__(kWoqWarps * 32, 2) woq_gemv_grouped_kernel(con
       for (int w = 0; w < kWords; ++w) words[c][w] = woq_detail::component(raw[w], c);
     }
 #pragma unroll
-    for (int qq = 0; qq < kCodes / 4; ++qq) {
-      const int p0 = 2 * qq, p1 = 2 * qq + 1;
+    for (int q = 0; q < kCodes / 4; ++q) {
+      const int p0 = 2 * q, p1 = 2 * q + 1;
       uint32_t b0[kColTiles], b1[kColTiles];
 #pragma unroll
-      for (int jt = 0; jt < kColTiles; ++jt) {
-        b0[jt] = woq_detail::x_pair(xr[jt], p0, p0 + kCodes / 2);
-        b1[jt] = woq_detail::x_pair(xr[jt], p1, p1 + kCodes / 2);
-        mma_m16n8k16<T>(xsum[jt], Planes::kOnes, Planes::kOnes, Planes::kOnes, Planes::kOnes, b0[jt], b1[jt]);
+      for (int j = 0; j < kColTiles; ++j) {
+        b0[j] = woq_detail::x_pair(xr[j], p0, p0 + kCodes / 2);
+        b1[j] = woq_detail::x_pair(xr[j], p1, p1 + kCodes / 2);
+        mma_m16n8k16<T>(xsum[j], Planes::kOnes, Planes::kOnes, Planes::kOnes, Planes::kOnes, b0[j], b1[j]);
       }
 #pragma unroll
       for (int tr = 0; tr < 2; ++tr) {
@@ -455,12 +405,78 @@ __global__ void __launch_bounds__(kWoqWarps * 32, 2) woq_gemv_grouped_kernel(con
           const uint32_t a0 = Planes::plane(pair_lo0, pl), a1 = Planes::plane(pair_hi0, pl);
           const uint32_t a2 = Planes::plane(pair_lo1, pl), a3 = Planes::plane(pair_hi1, pl);
 #pragma unroll
-          for (int jt = 0; jt < kColTiles; ++jt) mma_m16n8k16<T>(gacc[pl][jt][tr], a0, a1, a2, a3, b0[jt], b1[jt]);
+          for (int j = 0; j < kColTiles; ++j) mma_m16n8k16<T>(gacc[pl][j][tr], a0, a1, a2, a3, b0[j], b1[j]);
         }
       }
     }
+  };
+
+  bool waited = false;
+  int s = begin;
+  // Whole batches: no predicates.
+  for (; s + kUnroll <= full_end; s += kUnroll) {
+    const uint32_t* wp = w_lane + static_cast<int64_t>(s) * w_step;
+    uint4 raw[kUnroll][kWords];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+#pragma unroll
+      for (int w = 0; w < kWords; ++w) raw[u][w] = load_stream_16(wp + u * w_step + w * n);
+    }
+    int first_group;
+    uint32_t first_zeros;
+    uint2 first_scales;
+    batch_meta(s, s + kUnroll - 1, first_group, first_zeros, first_scales);
+    if (!waited) {
+      pdl_wait();
+      waited = true;
+    }
+    const int64_t k0 = (static_cast<int64_t>(s) * 4 + t) * kCodes;
+    uint32_t xr[kUnroll][kColTiles][kXRegs];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+#pragma unroll
+      for (int j = 0; j < kColTiles; ++j) woq_detail::load_x<kCodes>(xr[u][j], x_row[j], k0 + u * 4 * kCodes, true);
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+      compute(s + u, u == 0, first_group, first_zeros, first_scales, raw[u], xr[u]);
   }
-  if (count > 0) flush();
+  // The last, partial batch: every step and block checked.
+  for (; s < end; s += kUnroll) {
+    uint4 raw[kUnroll][kWords];
+    bool ok[kUnroll];
+    int64_t k0[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t block = static_cast<int64_t>(s + u) * 4 + t;
+      ok[u] = (s + u < end) && block < blocks;
+      k0[u] = block * kCodes;
+#pragma unroll
+      for (int w = 0; w < kWords; ++w)
+        raw[u][w] = load_stream_16_if(Traits::word(p.qweight, n, ok[u] ? block : 0, w, col), ok[u]);
+    }
+    int first_group;
+    uint32_t first_zeros;
+    uint2 first_scales;
+    batch_meta(s, min(s + kUnroll, end) - 1, first_group, first_zeros, first_scales);
+    if (!waited) {
+      pdl_wait();
+      waited = true;
+    }
+    uint32_t xr[kUnroll][kColTiles][kXRegs];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+#pragma unroll
+      for (int j = 0; j < kColTiles; ++j) woq_detail::load_x<kCodes>(xr[u][j], x_row[j], k0[u], ok[u]);
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (s + u >= end) break;
+      compute(s + u, u == 0, first_group, first_zeros, first_scales, raw[u], xr[u]);
+    }
+  }
+  flush();
+  if (!waited) pdl_wait();  // warps with no steps still write outputs below
 
   woq_detail::finish<T, kColTiles>(acc, p);
 }

@@ -2,23 +2,16 @@
 // Launch parameters of the generic weight-only quantized kernels (woq_gemv.cuh, woq_dequant.cuh): plain structs
 // shared by the host launchers (g++) and the kernels (nvcc), passed by value. A format's traits decide how the
 // packed words are read; these say where everything is.
-#include <cuda.h>  // CUtensorMap (a plain C struct; g++ includes this header too)
-
 #include <cstdint>
 
 namespace tpq::kernels {
 
 // GEMV: one block = 8 warps that split K over one tile of 32 output columns; lane (g, t) owns columns 4g..4g+3
 // of the tile and, per step, block of codes 4·step + t of its warp's K range.
-inline constexpr int kWoqWarps = 8;
+inline constexpr int kWoqWarps = 8;  // 4 measured slower on the H200 (70B shapes 25% vs 43% at M = 1)
 inline constexpr int kWoqTileCols = 32;
-// Grouped GEMV: steps per stage of a warp's weight ring (one copy-engine box of 32 columns × 4 · 4 blocks).
-inline constexpr int kWoqStageSteps = 4;
 
 struct WoqGemvParams {
-  // Grouped GEMV (sm_90): qweight as a 2D tensor map of u32 [word rows, n], box 32 × (16 · words per block),
-  // 128-byte swizzle, zeros outside. Unused by the other kernels.
-  alignas(64) CUtensorMap qweight_map;
   const void* x;               // [m, rows] (gathered by perm when the rows are reordered)
   const uint32_t* qweight;     // [words_for(rows), n], GPTQ packing
   const uint8_t* zeros;        // [groups, n]
@@ -33,7 +26,6 @@ struct WoqGemvParams {
   int rows;
   int group_size;
   int group_shift;      // log2(group_size) when a power of two, else -1
-  int group_steps;      // grouped GEMV, plain groups: steps per group (a huge number for one group)
   int steps_per_split;  // steps (4 blocks of codes each) that one blockIdx.y covers
   int splits;
 };

@@ -67,9 +67,7 @@ void launch_gemv(Context::CudaResources& res, DType dtype, const WoqWeights& w, 
   const int codes = kernels::gptq::PackLayout{w.bits}.block_codes();
   // The grouped GEMV needs every step (4 blocks of codes) in one group: sorted act-order rows are padded to whole
   // steps (tpq/quant/gptq.hpp), plain groups must be whole steps, or there is one group.
-  // It streams through the copy engine (TMA): sm_90 and newer.
-  const bool grouped = res.cc_major >= 9 &&
-                       (w.g_idx != nullptr || w.group_size % (4 * codes) == 0 || w.group_size >= w.rows);
+  const bool grouped = w.g_idx != nullptr || w.group_size % (4 * codes) == 0 || w.group_size >= w.rows;
   const int64_t group_size = std::min<int64_t>(w.group_size, w.rows);
   const int tiles = static_cast<int>((w.n + kernels::kWoqTileCols - 1) / kernels::kWoqTileCols);
   const int steps = static_cast<int>((w.rows / codes + 3) / 4);
@@ -112,9 +110,6 @@ void launch_gemv(Context::CudaResources& res, DType dtype, const WoqWeights& w, 
                                    .rows = static_cast<int>(w.rows),
                                    .group_size = static_cast<int>(group_size),
                                    .group_shift = w.group_size >= w.rows ? 31 : shift_of(group_size),
-                                   .group_steps = w.group_size >= w.rows
-                                                      ? INT_MAX / 2
-                                                      : static_cast<int>(std::max<int64_t>(1, group_size / (4 * codes))),
                                    .steps_per_split = steps_per_split,
                                    .splits = splits};
     TPQ_CUDA_CHECK(launch_woq_gemv(w.bits, dense_type(dtype), p, grouped, stream, pdl_enabled(res)));

@@ -4,7 +4,6 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
-#include <cudaTypedefs.h>
 
 #include <algorithm>
 
@@ -25,17 +24,18 @@ constexpr int unroll_for(int bits, int col_tiles) {
   return col_tiles == 1 || base == 2 ? base : base / 2;
 }
 
-// The grouped GEMV streams its weights through a per-warp ring of copy-engine stages (kWoqStageSteps steps of 4
-// blocks each): 4 stages of 2 KB (64 KB per block, three blocks per SM), or 2 of 6 KB for the 3-word 3-bit blocks.
-constexpr int grouped_stages_for(int bits) { return bits == 3 ? 2 : 4; }
-constexpr int words_per_block(int bits) { return bits == 3 ? 3 : 1; }
-constexpr int grouped_stage_rows(int bits) { return 4 * kernels::kWoqStageSteps * words_per_block(bits); }
+// The grouped GEMV decodes with one LOP3 per pair: 8 steps in flight per lane (4 with two column tiles; 2 for the
+// 3-word 3-bit blocks and for the 16-code 2-bit blocks with two column tiles).
+constexpr int grouped_unroll_for(int bits, int col_tiles) {
+  const int base = bits == 3 ? 2 : bits == 2 ? 4 : 8;
+  return col_tiles == 1 || base == 2 ? base : base / 2;
+}
 
 template <int kBits, typename T, int kColTiles, bool kGrouped>
 auto gemv_kernel() {
   using Traits = kernels::gptq::KernelTraits<kBits>;
   if constexpr (kGrouped) {
-    return kernels::woq_gemv_grouped_kernel<Traits, T, kColTiles, grouped_stages_for(kBits)>;
+    return kernels::woq_gemv_grouped_kernel<Traits, T, kColTiles, grouped_unroll_for(kBits, kColTiles)>;
   } else {
     return kernels::woq_gemv_kernel<Traits, T, kColTiles, unroll_for(kBits, kColTiles)>;
   }
@@ -43,12 +43,7 @@ auto gemv_kernel() {
 
 template <int kBits, int kColTiles, bool kGrouped>
 constexpr int dynamic_smem() {
-  if constexpr (kGrouped) {
-    // + 1 KB: the kernel aligns its ring to the 1024 bytes of the 128-byte swizzle pattern.
-    return kernels::kWoqWarps * grouped_stages_for(kBits) * grouped_stage_rows(kBits) * kernels::kWoqTileCols * 4 + 1024;
-  } else {
-    return 0;
-  }
+  return 0;
 }
 
 // Opts the kernel in to its dynamic shared memory (above the 48 KB default), once.
@@ -79,45 +74,9 @@ int blocks_per_sm() {
   return blocks;
 }
 
-// cuTensorMapEncodeTiled, from the driver through the runtime (no link against libcuda), looked up once.
-PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
-  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
-    void* f = nullptr;
-    cudaDriverEntryPointQueryResult q{};
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) != cudaSuccess ||
-        q != cudaDriverEntryPointSuccess) {
-      (void)cudaGetLastError();
-      f = nullptr;
-    }
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
-  }();
-  return fn;
-}
-
-// The grouped GEMV's view of qweight: u32 [word rows, n], boxes of 32 columns × one stage of word rows.
-cudaError_t encode_qweight_map(int bits, kernels::WoqGemvParams& p) {
-  const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
-  if (encode == nullptr) return cudaErrorNotSupported;
-  const int codes = kernels::gptq::PackLayout{bits}.block_codes();
-  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(p.n),
-                              static_cast<cuuint64_t>(p.rows / codes) * static_cast<cuuint64_t>(words_per_block(bits))};
-  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(p.n) * 4};
-  const cuuint32_t box[2] = {static_cast<cuuint32_t>(kernels::kWoqTileCols),
-                             static_cast<cuuint32_t>(grouped_stage_rows(bits))};
-  const cuuint32_t element_strides[2] = {1, 1};
-  const CUresult r = encode(&p.qweight_map, CU_TENSOR_MAP_DATA_TYPE_UINT32, 2, const_cast<uint32_t*>(p.qweight), dims,
-                            strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  return r == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
-}
-
 template <int kBits, typename T, int kColTiles, bool kGrouped>
-cudaError_t launch_gemv_kernel(const kernels::WoqGemvParams& params, cudaStream_t stream, bool pdl) {
+cudaError_t launch_gemv_kernel(const kernels::WoqGemvParams& p, cudaStream_t stream, bool pdl) {
   if (const cudaError_t e = prepare_kernel<kBits, T, kColTiles, kGrouped>(); e != cudaSuccess) return e;
-  kernels::WoqGemvParams p = params;
-  if constexpr (kGrouped) {
-    if (const cudaError_t e = encode_qweight_map(kBits, p); e != cudaSuccess) return e;
-  }
   const dim3 grid(static_cast<unsigned>((p.n + kernels::kWoqTileCols - 1) / kernels::kWoqTileCols),
                   static_cast<unsigned>(p.splits), 1);
   return kernels::launch_kernel(gemv_kernel<kBits, T, kColTiles, kGrouped>(), grid, dim3(kernels::kWoqWarps * 32),
