@@ -92,7 +92,11 @@ void device_copy_2d(void* dst, size_t dst_pitch, Device dst_dev, const void* src
   }
 #ifdef TPQ_WITH_CUDA
   DeviceGuard guard(dst_dev.is_cuda() ? dst_dev : src_dev);
-  TPQ_CUDA_CHECK(cudaMemcpy2D(dst, dst_pitch, src, src_pitch, row_bytes, rows, cudaMemcpyDefault));
+  // Complete on return, whatever stream reads the data next: cudaMemcpy2D from pageable host memory may return
+  // once the bytes are staged, before the DMA lands, and a non-blocking stream does not wait for the legacy one.
+  TPQ_CUDA_CHECK(
+      cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, row_bytes, rows, cudaMemcpyDefault, cudaStreamLegacy));
+  TPQ_CUDA_CHECK(cudaStreamSynchronize(cudaStreamLegacy));
 #else
   no_cuda("copy");
 #endif
@@ -106,7 +110,9 @@ void device_memset(void* p, int value, size_t bytes, Device d) {
   }
 #ifdef TPQ_WITH_CUDA
   DeviceGuard guard(d);
-  TPQ_CUDA_CHECK(cudaMemset(p, value, bytes));
+  // cudaMemset on device memory returns before it runs; complete it (see device_copy_2d).
+  TPQ_CUDA_CHECK(cudaMemsetAsync(p, value, bytes, cudaStreamLegacy));
+  TPQ_CUDA_CHECK(cudaStreamSynchronize(cudaStreamLegacy));
 #else
   no_cuda("memset");
 #endif

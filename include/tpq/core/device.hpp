@@ -31,6 +31,7 @@ namespace detail {
 void* device_alloc(size_t bytes, Device d);
 void device_free(void* p, Device d) noexcept;
 // Copies `rows` rows of `row_bytes` bytes, rows `dst_pitch`/`src_pitch` bytes apart, between any two devices.
+// Copies and memsets are complete on return, so work on any stream may use the bytes next.
 void device_copy_2d(void* dst, size_t dst_pitch, Device dst_dev, const void* src, size_t src_pitch, Device src_dev,
                     size_t row_bytes, size_t rows);
 inline void device_copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) {
