@@ -69,6 +69,35 @@ __device__ __forceinline__ void load_x(uint32_t (&xr)[kCodes / 2], const T* row,
   }
 }
 
+// What both GEMVs derive from the launch before their loops: the lane's place in the MMA fragments (g, t), its 4
+// columns (clamped to the last 4 past n: real memory, results never stored), its x rows (clamped to the last row
+// past m likewise), and the warp's range of steps [begin, end) within the block's split of K.
+template <typename T, int kCodes, int kColTiles>
+struct LaneWork {
+  int lane, warp, g, t;
+  int64_t col;
+  const T* x_row[kColTiles];
+  int blocks, begin, end;
+
+  __device__ __forceinline__ explicit LaneWork(const WoqGemvParams& p) {
+    lane = threadIdx.x & 31;
+    warp = threadIdx.x >> 5;
+    g = lane >> 2;
+    t = lane & 3;
+    col = min(static_cast<int>(blockIdx.x) * kWoqTileCols + 4 * g, p.n - 4);
+    const T* x = static_cast<const T*>(p.x);
+#pragma unroll
+    for (int j = 0; j < kColTiles; ++j) x_row[j] = x + static_cast<int64_t>(min(j * 8 + g, p.m - 1)) * p.rows;
+    blocks = p.rows / kCodes;
+    const int steps = (blocks + 3) >> 2;
+    const int split_begin = blockIdx.y * p.steps_per_split;
+    const int split_end = min(steps, split_begin + p.steps_per_split);
+    const int per_warp = (split_end - split_begin + kWoqWarps - 1) / kWoqWarps;
+    begin = split_begin + warp * per_warp;
+    end = min(split_end, begin + per_warp);
+  }
+};
+
 // The end of both GEMVs: sum the warps' K ranges (and the split-K blocks'), add the bias, store.
 template <typename T, int kColTiles>
 __device__ __forceinline__ void finish(const float (&acc)[kColTiles][2][4], const WoqGemvParams& p) {
@@ -154,28 +183,13 @@ __global__ void __launch_bounds__(kWoqWarps * 32) woq_gemv_kernel(const WoqGemvP
   constexpr int kXRegs = kCodes / 2;
   pdl_launch_dependents();
 
-  const int lane = threadIdx.x & 31;
-  const int warp = threadIdx.x >> 5;
-  const int g = lane >> 2;
-  const int t = lane & 3;
-  const int tile = blockIdx.x;
-  const int m = p.m, n = p.n;
-
-  // Columns past n are clamped to the last 4 (real memory, results never stored); x rows past m likewise.
-  const int64_t col = min(tile * kWoqTileCols + 4 * g, n - 4);
-  const T* x = static_cast<const T*>(p.x);
-  const T* x_row[kColTiles];
-#pragma unroll
-  for (int j = 0; j < kColTiles; ++j) x_row[j] = x + static_cast<int64_t>(min(j * 8 + g, m - 1)) * p.rows;
+  const woq_detail::LaneWork<T, kCodes, kColTiles> lw(p);
+  const int lane = lw.lane, warp = lw.warp, g = lw.g, t = lw.t;
+  const int n = p.n;
+  const int64_t col = lw.col;
+  const T* const(&x_row)[kColTiles] = lw.x_row;
   const T* scales = static_cast<const T*>(p.scales);
-
-  const int blocks = p.rows / kCodes;
-  const int steps = (blocks + 3) >> 2;
-  const int split_begin = blockIdx.y * p.steps_per_split;
-  const int split_end = min(steps, split_begin + p.steps_per_split);
-  const int per_warp = (split_end - split_begin + kWoqWarps - 1) / kWoqWarps;
-  const int begin = split_begin + warp * per_warp;
-  const int end = min(split_end, begin + per_warp);
+  const int blocks = lw.blocks, begin = lw.begin, end = lw.end;
 
   float acc[kColTiles][2][4] = {};
   bool waited = false;
@@ -266,8 +280,7 @@ __global__ void __launch_bounds__(kWoqWarps * 32) woq_gemv_kernel(const WoqGemvP
 //  - Whole batches of kUnroll steps run without predicates, on pointers that advance by a constant stride; only
 //    the last, partial batch of a warp checks every step.
 template <class Traits, typename T, int kColTiles, int kUnroll>
-// 16 warps per SM (8 for 3-bit)
-__global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8) / kWoqWarps)
+__global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8) / kWoqWarps)  // 16 warps/SM (3-bit 8)
     woq_gemv_grouped_kernel(const WoqGemvParams p) {
   using Planes = MagicPlanes<T, Traits::kBits>;
   constexpr int kCodes = Traits::kCodes;
@@ -276,27 +289,13 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
   constexpr int kPlanes = Planes::kPlanes;
   pdl_launch_dependents();
 
-  const int lane = threadIdx.x & 31;
-  const int warp = threadIdx.x >> 5;
-  const int g = lane >> 2;
-  const int t = lane & 3;
-  const int tile = blockIdx.x;
-  const int m = p.m, n = p.n;
-
-  const int64_t col = min(tile * kWoqTileCols + 4 * g, n - 4);
-  const T* x = static_cast<const T*>(p.x);
-  const T* x_row[kColTiles];
-#pragma unroll
-  for (int j = 0; j < kColTiles; ++j) x_row[j] = x + static_cast<int64_t>(min(j * 8 + g, m - 1)) * p.rows;
+  const woq_detail::LaneWork<T, kCodes, kColTiles> lw(p);
+  const int lane = lw.lane, warp = lw.warp, g = lw.g, t = lw.t;
+  const int n = p.n;
+  const int64_t col = lw.col;
+  const T* const(&x_row)[kColTiles] = lw.x_row;
   const T* scales = static_cast<const T*>(p.scales);
-
-  const int blocks = p.rows / kCodes;
-  const int steps = (blocks + 3) >> 2;
-  const int split_begin = blockIdx.y * p.steps_per_split;
-  const int split_end = min(steps, split_begin + p.steps_per_split);
-  const int per_warp = (split_end - split_begin + kWoqWarps - 1) / kWoqWarps;
-  const int begin = split_begin + warp * per_warp;
-  const int end = min(split_end, begin + per_warp);
+  const int blocks = lw.blocks, begin = lw.begin, end = lw.end;
   const int full_end = min(end, blocks >> 2);  // steps whose 4 blocks all exist
 
   // Word w of the lane's block in step s: qweight + ((4s + t) · kWords + w) · n + col.

@@ -46,10 +46,9 @@ struct KernelTraits {
 
   static __device__ __forceinline__ uint32_t pair_bits(const uint32_t (&w)[kWords], int p) {
     if constexpr (kWords == 1) {
-      // Code p + kCodes/2 starts exactly 16 bits above code p.
-      return (w[0] >> (kBits * p)) & (kMask | (kMask << 16));
+      return pair_field(w, p) & (kMask | (kMask << 16));  // code p + kCodes/2 starts exactly 16 bits above code p
     } else {
-      return code(w, p) | (code(w, p + kCodes / 2) << 16);
+      return pair_field(w, p);  // already masked
     }
   }
 };
