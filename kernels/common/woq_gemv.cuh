@@ -69,45 +69,57 @@ __device__ __forceinline__ void load_x(uint32_t (&xr)[kCodes / 2], const T* row,
   }
 }
 
-// What both GEMVs derive from the launch before their loops: the lane's place in the MMA fragments (g, t), its 4
-// columns (clamped to the last 4 past n: real memory, results never stored), its x rows (clamped to the last row
-// past m likewise), and the warp's range of steps [begin, end) within the block's split of K.
+// What both GEMVs derive from the thread: the lane's place in the MMA fragments (g, t), its x rows (clamped to the
+// last row past m: real memory, results never stored) and the number of blocks of codes along K.
 template <typename T, int kCodes, int kColTiles>
-struct LaneWork {
-  int lane, warp, g, t;
-  int64_t col;
+struct Lane {
+  int warp, g, t, blocks;
   const T* x_row[kColTiles];
-  int blocks, begin, end;
 
-  __device__ __forceinline__ explicit LaneWork(const WoqGemvParams& p) {
-    lane = threadIdx.x & 31;
+  __device__ __forceinline__ explicit Lane(const WoqGemvParams& p) {
+    const int lane = threadIdx.x & 31;
     warp = threadIdx.x >> 5;
     g = lane >> 2;
     t = lane & 3;
-    col = min(static_cast<int>(blockIdx.x) * kWoqTileCols + 4 * g, p.n - 4);
+    blocks = p.rows / kCodes;
     const T* x = static_cast<const T*>(p.x);
 #pragma unroll
     for (int j = 0; j < kColTiles; ++j) x_row[j] = x + static_cast<int64_t>(min(j * 8 + g, p.m - 1)) * p.rows;
-    blocks = p.rows / kCodes;
-    const int steps = (blocks + 3) >> 2;
-    const int split_begin = blockIdx.y * p.steps_per_split;
-    const int split_end = min(steps, split_begin + p.steps_per_split);
-    const int per_warp = (split_end - split_begin + kWoqWarps - 1) / kWoqWarps;
-    begin = split_begin + warp * per_warp;
-    end = min(split_end, begin + per_warp);
   }
 };
 
-// The end of both GEMVs: sum the warps' K ranges (and the split-K blocks'), add the bias, store.
+// One unit of work (a tile of 32 columns and a split of K) for one lane: its 4 columns (clamped to the last 4 past
+// n, like the rows), and its warp's range of steps [begin, end) within the split, of which [begin, full_end) have
+// all 4 blocks.
+struct Unit {
+  int col, begin, end, full_end;
+
+  template <class L>
+  __device__ __forceinline__ Unit(const WoqGemvParams& p, const L& lane, int tile, int split) {
+    col = min(tile * kWoqTileCols + 4 * lane.g, p.n - 4);
+    const int steps = (lane.blocks + 3) >> 2;
+    const int split_begin = split * p.steps_per_split;
+    const int split_end = min(steps, split_begin + p.steps_per_split);
+    const int per_warp = (split_end - split_begin + kWoqWarps - 1) / kWoqWarps;
+    begin = split_begin + lane.warp * per_warp;
+    end = min(split_end, begin + per_warp);
+    full_end = min(end, lane.blocks >> 2);
+  }
+};
+
+// The end of a unit of both GEMVs: sum the warps' K ranges (and the split-K blocks'), add the bias, store. The
+// shared buffer alternates between units (`parity`), so a block that goes on to its next unit needs no barrier
+// besides the one in here: a warp can only write a buffer again once every warp has passed this unit's barrier.
 template <typename T, int kColTiles>
-__device__ __forceinline__ void finish(const float (&acc)[kColTiles][2][4], const WoqGemvParams& p) {
+__device__ __forceinline__ void finish(const float (&acc)[kColTiles][2][4], const WoqGemvParams& p, int tile,
+                                       int split, int parity) {
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
-  const int tile = blockIdx.x;
   const int m = p.m, n = p.n;
   // Layout [warp][value][lane] keeps both the writes and the reads conflict-free.
   constexpr int kValues = kColTiles * 8;
-  __shared__ float red[kWoqWarps][kValues][32];
+  __shared__ float red_buffers[2][kWoqWarps][kValues][32];
+  float(&red)[kWoqWarps][kValues][32] = red_buffers[parity];
 #pragma unroll
   for (int j = 0; j < kColTiles; ++j) {
 #pragma unroll
@@ -153,7 +165,7 @@ __device__ __forceinline__ void finish(const float (&acc)[kColTiles][2][4], cons
   // Split-K: publish this block's partial sums, and let the last block of the tile add them up.
 #pragma unroll
   for (int r = 0; r < kPerThread; ++r)
-    if (active[r]) p.partials[(static_cast<int64_t>(blockIdx.y) * m + out_m[r]) * n + out_n[r]] = v[r];
+    if (active[r]) p.partials[(static_cast<int64_t>(split) * m + out_m[r]) * n + out_n[r]] = v[r];
   __threadfence();
   __syncthreads();
   __shared__ bool is_last;
@@ -183,13 +195,14 @@ __global__ void __launch_bounds__(kWoqWarps * 32) woq_gemv_kernel(const WoqGemvP
   constexpr int kXRegs = kCodes / 2;
   pdl_launch_dependents();
 
-  const woq_detail::LaneWork<T, kCodes, kColTiles> lw(p);
-  const int lane = lw.lane, warp = lw.warp, g = lw.g, t = lw.t;
+  const woq_detail::Lane<T, kCodes, kColTiles> lane(p);
+  const woq_detail::Unit unit(p, lane, blockIdx.x, blockIdx.y);
+  const int t = lane.t;
   const int n = p.n;
-  const int64_t col = lw.col;
-  const T* const(&x_row)[kColTiles] = lw.x_row;
+  const int64_t col = unit.col;
+  const T* const(&x_row)[kColTiles] = lane.x_row;
   const T* scales = static_cast<const T*>(p.scales);
-  const int blocks = lw.blocks, begin = lw.begin, end = lw.end;
+  const int blocks = lane.blocks, begin = unit.begin, end = unit.end;
 
   float acc[kColTiles][2][4] = {};
   bool waited = false;
@@ -267,7 +280,7 @@ __global__ void __launch_bounds__(kWoqWarps * 32) woq_gemv_kernel(const WoqGemvP
   }
   if (!waited) pdl_wait();  // warps with no steps still write outputs below
 
-  woq_detail::finish<T, kColTiles>(acc, p);
+  woq_detail::finish<T, kColTiles>(acc, p, blockIdx.x, blockIdx.y, 0);
 }
 
 // The grouped GEMV: the same tiles, loads and MMAs, with fewer instructions per weight, which is what bounds the
@@ -275,34 +288,98 @@ __global__ void __launch_bounds__(kWoqWarps * 32) woq_gemv_kernel(const WoqGemvP
 //  - The codes enter the MMA as they are, offset by a constant (MagicPlanes: one LOP3 per two weights, plus a shift
 //    per word); zero points and scales are applied to the f32 sums once per group: y += s · (Σ x·(q + c) −
 //    (c + z) · Σ x), with Σ x from one more MMA against ones.
-//  - A step (4 blocks of codes × 32 columns) must lie in one group: group sizes that are multiples of 4 · kCodes,
-//    or act-order rows sorted and padded to whole steps (the host checks).
-//  - Whole batches of kUnroll steps run without predicates, on pointers that advance by a constant stride; only
-//    the last, partial batch of a warp checks every step.
-template <class Traits, typename T, int kColTiles, int kUnroll>
+//  - A step (4 blocks of codes × 32 columns) must lie in one group: power-of-two group sizes that are multiples of
+//    4 · kCodes (the group of a step is a shift of its index), one group, or act-order rows sorted and padded to
+//    whole steps (kActOrder: the group of a step is g_idx at its first row).
+//  - Persistent: the grid is at most the blocks that fit on the GPU at once, and each block runs units of work
+//    (tile, split of K) blockIdx.x, blockIdx.x + gridDim.x, ... The first batch of loads of a block's next unit is
+//    issued before the current unit's reduction, so the DRAM latency at the start of a unit, and the reduction at
+//    its end, are hidden behind the stream (on an H200 they cost about 2.5 µs per non-persistent block).
+//  - Double-buffered batches of kSteps steps: the loads of batch i + 1 (weights, activations, act-order groups) are
+//    issued before batch i is computed. Batches that reach past the warp's last whole step load with predicates
+//    (zeros) and compute the missing steps as zeros, which add nothing.
+//  - A group's zero points and scales are loaded when the warp enters the group and used when it leaves it; the
+//    warp asks L1 for those of its first kPrefetchGroups groups when it starts a unit.
+template <class Traits, typename T, int kColTiles, int kSteps, bool kActOrder>
 __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8) / kWoqWarps)  // 16 warps/SM (3-bit 8)
     woq_gemv_grouped_kernel(const WoqGemvParams p) {
   using Planes = MagicPlanes<T, Traits::kBits>;
+  using Work = woq_detail::Unit;
   constexpr int kCodes = Traits::kCodes;
   constexpr int kWords = Traits::kWords;
   constexpr int kXRegs = kCodes / 2;
   constexpr int kPlanes = Planes::kPlanes;
+  constexpr int kStepRows = 4 * kCodes;
+  constexpr int kStepRowsLog2 = kStepRows == 16 ? 4 : kStepRows == 32 ? 5 : kStepRows == 64 ? 6 : 7;
+  static_assert((1 << kStepRowsLog2) == kStepRows, "steps of 16, 32, 64 or 128 rows");
+  constexpr int kPrefetchGroups = 64;
   pdl_launch_dependents();
 
-  const woq_detail::LaneWork<T, kCodes, kColTiles> lw(p);
-  const int lane = lw.lane, warp = lw.warp, g = lw.g, t = lw.t;
+  const woq_detail::Lane<T, kCodes, kColTiles> lane(p);
   const int n = p.n;
-  const int64_t col = lw.col;
-  const T* const(&x_row)[kColTiles] = lw.x_row;
+  const int units = (n + kWoqTileCols - 1) / kWoqTileCols * p.splits;
   const T* scales = static_cast<const T*>(p.scales);
-  const int blocks = lw.blocks, begin = lw.begin, end = lw.end;
-  const int full_end = min(end, blocks >> 2);  // steps whose 4 blocks all exist
-
-  // Word w of the lane's block in step s: qweight + ((4s + t) · kWords + w) · n + col.
-  const uint32_t* w_lane = p.qweight + static_cast<int64_t>(t) * kWords * n + col;
+  const int step_shift = p.group_shift - kStepRowsLog2;  // regular groups (the host checks it is >= 0)
   const int64_t w_step = static_cast<int64_t>(4) * kWords * n;
 
-  float acc[kColTiles][2][4] = {};
+  const auto group_of_step = [&](int step) -> int {
+    if constexpr (kActOrder) {
+      return __ldg(p.g_idx + static_cast<int64_t>(step) * kStepRows);
+    } else {
+      return step >> step_shift;
+    }
+  };
+
+  // What one batch holds in registers between its loads and its compute.
+  struct Batch {
+    uint4 raw[kSteps][kWords];
+    uint32_t xr[kSteps][kColTiles][kXRegs];
+    int group[kSteps];  // act-order only
+  };
+  // Batch [s, s + kSteps) of unit `w`: weights (before the programmatic-dependent-launch wait, when `weights_only`:
+  // they do not depend on the previous kernel), activations, groups.
+  const auto load_weights = [&](Batch& b, const Work& w, int s) {
+    // Word j of the lane's block in step s: qweight + ((4s + t) · kWords + j) · n + col.
+    if (s + kSteps <= w.full_end) {
+      const uint32_t* wp = p.qweight + (static_cast<int64_t>(s) * 4 + lane.t) * kWords * n + w.col;
+#pragma unroll
+      for (int u = 0; u < kSteps; ++u) {
+#pragma unroll
+        for (int j = 0; j < kWords; ++j) b.raw[u][j] = load_stream_16(wp + u * w_step + j * n);
+      }
+    } else {
+#pragma unroll
+      for (int u = 0; u < kSteps; ++u) {
+        const int64_t block = static_cast<int64_t>(s + u) * 4 + lane.t;
+        const bool ok = s + u < w.end && block < lane.blocks;
+#pragma unroll
+        for (int j = 0; j < kWords; ++j)
+          b.raw[u][j] = load_stream_16_if(Traits::word(p.qweight, n, ok ? block : 0, j, w.col), ok);
+      }
+    }
+  };
+  const auto load_rest = [&](Batch& b, const Work& w, int s) {
+    if (s + kSteps <= w.full_end) {
+      const int64_t k0 = (static_cast<int64_t>(s) * 4 + lane.t) * kCodes;
+#pragma unroll
+      for (int u = 0; u < kSteps; ++u) {
+#pragma unroll
+        for (int j = 0; j < kColTiles; ++j) woq_detail::load_x<kCodes>(b.xr[u][j], lane.x_row[j], k0 + u * kStepRows, true);
+        if constexpr (kActOrder) b.group[u] = group_of_step(s + u);
+      }
+    } else {
+#pragma unroll
+      for (int u = 0; u < kSteps; ++u) {
+        const int64_t block = static_cast<int64_t>(s + u) * 4 + lane.t;
+        const bool ok = s + u < w.end && block < lane.blocks;
+#pragma unroll
+        for (int j = 0; j < kColTiles; ++j) woq_detail::load_x<kCodes>(b.xr[u][j], lane.x_row[j], block * kCodes, ok);
+        if constexpr (kActOrder) b.group[u] = group_of_step(min(s + u, w.end - 1));
+      }
+    }
+  };
+
+  float acc[kColTiles][2][4];
   float gacc[kPlanes][kColTiles][2][4] = {};
   float xsum[kColTiles][4] = {};
   int group = -1;
@@ -340,49 +417,24 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
       for (int e = 0; e < 4; ++e) xsum[j][e] = 0.0f;
     }
   };
-  // The group of step `step` (the same for every lane of the warp: taken at the step's first row).
-  const auto group_of_step = [&](int step) -> int {
-    const int64_t first = static_cast<int64_t>(step) * 4 * kCodes;
-    return p.g_idx != nullptr    ? __ldg(p.g_idx + first)
-           : p.group_shift >= 0 ? static_cast<int>(first >> p.group_shift)
-                                : static_cast<int>(first / p.group_size);
-  };
-  const auto meta_at = [&](int gi) { return static_cast<int64_t>(gi) * n + col; };
-  // A batch's zero points and scales: those of its first step's group in registers; its last step's group, if
-  // another, prefetched into L1 for the switch.
-  const auto batch_meta = [&](int s, int last, int& first_group, uint32_t& zeros, uint2& sc) {
-    first_group = group_of_step(s);
-    zeros = __ldg(reinterpret_cast<const uint32_t*>(p.zeros + meta_at(first_group)));
-    sc = __ldg(reinterpret_cast<const uint2*>(scales + meta_at(first_group)));
-    if (last > s) {
-      const int last_group = group_of_step(last);
-      if (last_group != first_group) {
-        asm volatile("prefetch.global.L1 [%0];" ::"l"(p.zeros + meta_at(last_group)));
-        asm volatile("prefetch.global.L1 [%0];" ::"l"(scales + meta_at(last_group)));
-      }
-    }
-  };
-  // One step: switch groups if needed, decode, MMA.
-  const auto compute = [&](int step, bool first_of_batch, int first_group, uint32_t first_zeros,
-                           const uint2& first_scales, const uint4 (&raw)[kWords],
+
+  // One step of unit `w`: switch groups if needed (warp-uniform), decode, MMA. Steps past the warp's range (in a
+  // predicated batch) keep the last step's group and add zeros.
+  const auto compute = [&](const Work& w, int step, int act_group, const uint4 (&raw)[kWords],
                            const uint32_t (&xr)[kColTiles][kXRegs]) {
-    const int step_group = first_of_batch ? first_group : group_of_step(step);
-    if (step_group != group) {  // warp-uniform
+    const int step_group = kActOrder ? act_group : min(step, w.end - 1) >> step_shift;
+    if (step_group != group) {
       flush();
       group = step_group;
-      if (step_group == first_group) {
-        group_zeros = first_zeros;
-        group_scales = first_scales;
-      } else {
-        group_zeros = __ldg(reinterpret_cast<const uint32_t*>(p.zeros + meta_at(group)));
-        group_scales = __ldg(reinterpret_cast<const uint2*>(scales + meta_at(group)));
-      }
+      const int64_t meta = static_cast<int64_t>(group) * n + w.col;
+      group_zeros = __ldg(reinterpret_cast<const uint32_t*>(p.zeros + meta));
+      group_scales = __ldg(reinterpret_cast<const uint2*>(scales + meta));
     }
     uint32_t words[4][kWords];
 #pragma unroll
     for (int c = 0; c < 4; ++c) {
 #pragma unroll
-      for (int w = 0; w < kWords; ++w) words[c][w] = woq_detail::component(raw[w], c);
+      for (int j = 0; j < kWords; ++j) words[c][j] = woq_detail::component(raw[j], c);
     }
 #pragma unroll
     for (int q = 0; q < kCodes / 4; ++q) {
@@ -409,75 +461,76 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
       }
     }
   };
+  const auto compute_batch = [&](const Work& w, const Batch& b, int s) {
+#pragma unroll
+    for (int u = 0; u < kSteps; ++u) compute(w, s + u, kActOrder ? b.group[u] : 0, b.raw[u], b.xr[u]);
+  };
 
-  bool waited = false;
-  int s = begin;
-  // Whole batches: no predicates.
-  for (; s + kUnroll <= full_end; s += kUnroll) {
-    const uint32_t* wp = w_lane + static_cast<int64_t>(s) * w_step;
-    uint4 raw[kUnroll][kWords];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-#pragma unroll
-      for (int w = 0; w < kWords; ++w) raw[u][w] = load_stream_16(wp + u * w_step + w * n);
-    }
-    int first_group;
-    uint32_t first_zeros;
-    uint2 first_scales;
-    batch_meta(s, s + kUnroll - 1, first_group, first_zeros, first_scales);
-    if (!waited) {
-      pdl_wait();
-      waited = true;
-    }
-    const int64_t k0 = (static_cast<int64_t>(s) * 4 + t) * kCodes;
-    uint32_t xr[kUnroll][kColTiles][kXRegs];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-#pragma unroll
-      for (int j = 0; j < kColTiles; ++j) woq_detail::load_x<kCodes>(xr[u][j], x_row[j], k0 + u * 4 * kCodes, true);
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u)
-      compute(s + u, u == 0, first_group, first_zeros, first_scales, raw[u], xr[u]);
+  Batch ba, bb;
+  int unit = blockIdx.x;
+  if (unit >= units) {  // the host never launches more blocks than units
+    pdl_wait();
+    return;
   }
-  // The last, partial batch: every step and block checked.
-  for (; s < end; s += kUnroll) {
-    uint4 raw[kUnroll][kWords];
-    bool ok[kUnroll];
-    int64_t k0[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t block = static_cast<int64_t>(s + u) * 4 + t;
-      ok[u] = (s + u < end) && block < blocks;
-      k0[u] = block * kCodes;
-#pragma unroll
-      for (int w = 0; w < kWords; ++w)
-        raw[u][w] = load_stream_16_if(Traits::word(p.qweight, n, ok[u] ? block : 0, w, col), ok[u]);
-    }
-    int first_group;
-    uint32_t first_zeros;
-    uint2 first_scales;
-    batch_meta(s, min(s + kUnroll, end) - 1, first_group, first_zeros, first_scales);
-    if (!waited) {
-      pdl_wait();
-      waited = true;
-    }
-    uint32_t xr[kUnroll][kColTiles][kXRegs];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-#pragma unroll
-      for (int j = 0; j < kColTiles; ++j) woq_detail::load_x<kCodes>(xr[u][j], x_row[j], k0[u], ok[u]);
+  Work work(p, lane, unit / p.splits, unit % p.splits);
+  if (work.begin < work.end) load_weights(ba, work, work.begin);
+  pdl_wait();
+  if (work.begin < work.end) load_rest(ba, work, work.begin);
+  for (int parity = 0; unit < units; parity ^= 1) {
+    const int next_unit = unit + static_cast<int>(gridDim.x);
+    const bool has_next = next_unit < units;
+    const Work next(p, lane, (has_next ? next_unit : unit) / p.splits, (has_next ? next_unit : unit) % p.splits);
+    const bool prefetch_next = has_next && next.begin < next.end;
+    if (work.begin < work.end) {  // the meta of the warp's first groups into L1 (groups are monotone in the step)
+      const int first = group_of_step(work.begin);
+      const int last = min(group_of_step(work.end - 1), first + kPrefetchGroups - 1);
+      for (int gi = first; gi <= last; ++gi) {
+        const int64_t meta = static_cast<int64_t>(gi) * n + work.col;
+        asm volatile("prefetch.global.L1 [%0];" ::"l"(p.zeros + meta));
+        asm volatile("prefetch.global.L1 [%0];" ::"l"(scales + meta));
+      }
     }
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      if (s + u >= end) break;
-      compute(s + u, u == 0, first_group, first_zeros, first_scales, raw[u], xr[u]);
+    for (int j = 0; j < kColTiles; ++j) {
+#pragma unroll
+      for (int tr = 0; tr < 2; ++tr) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[j][tr][e] = 0.0f;
+      }
     }
-  }
-  flush();
-  if (!waited) pdl_wait();  // warps with no steps still write outputs below
+    group = -1;
 
-  woq_detail::finish<T, kColTiles>(acc, p);
+    // Batch i of this unit sits in ba for even i, bb for odd i; the next unit's first batch goes to ba as soon as
+    // ba is free.
+    const int batches = (work.end - work.begin + kSteps - 1) / kSteps;  // <= 0: no steps
+    int s = work.begin;
+    for (int i = 0; i < batches; i += 2) {
+      if (i + 1 < batches) {
+        load_weights(bb, work, s + kSteps);
+        load_rest(bb, work, s + kSteps);
+      }
+      compute_batch(work, ba, s);
+      s += kSteps;
+      if (i + 1 >= batches) break;
+      if (i + 2 < batches) {
+        load_weights(ba, work, s + kSteps);
+        load_rest(ba, work, s + kSteps);
+      } else if (prefetch_next) {
+        load_weights(ba, next, next.begin);
+        load_rest(ba, next, next.begin);
+      }
+      compute_batch(work, bb, s);
+      s += kSteps;
+    }
+    if (prefetch_next && (batches <= 0 || (batches & 1) != 0)) {  // ba was busy until now
+      load_weights(ba, next, next.begin);
+      load_rest(ba, next, next.begin);
+    }
+    flush();
+    woq_detail::finish<T, kColTiles>(acc, p, unit / p.splits, unit % p.splits, parity);
+    unit = next_unit;
+    work = next;
+  }
 }
 
 }  // namespace tpq::kernels

@@ -29,6 +29,11 @@ namespace {
 // Rows of M up to which the GEMV (in passes of kWoqGemvPassRows) runs instead of dequantize + cuBLASLt.
 constexpr int64_t kWoqGemvMaxM = 64;
 
+// Split K only into splits of at least this many steps: two batches of 4 steps for every warp, so that each warp's
+// loads of one batch stay in flight while it computes the other (shorter units measured much slower on the H200:
+// their fixed costs, the reduction above all, dominate).
+constexpr int kMinSplitSteps = kernels::kWoqWarps * 8;
+
 bool aligned(const void* p, uintptr_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; }
 
 void check_weights(const WoqWeights& w, const char* op) {
@@ -66,28 +71,30 @@ void launch_gemv(Context::CudaResources& res, DType dtype, const WoqWeights& w, 
                  void* y, int64_t m, cudaStream_t stream) {
   const int codes = kernels::gptq::PackLayout{w.bits}.block_codes();
   // The grouped GEMV needs every step (4 blocks of codes) in one group: sorted act-order rows are padded to whole
-  // steps (tpq/quant/gptq.hpp), plain groups must be whole steps, or there is one group.
-  const bool grouped = w.g_idx != nullptr || w.group_size % (4 * codes) == 0 || w.group_size >= w.rows;
+  // steps (tpq/quant/gptq.hpp), plain groups must be whole steps and a power of two, or there is one group.
+  const bool grouped = w.g_idx != nullptr || w.group_size >= w.rows ||
+                       (w.group_size % (4 * codes) == 0 && shift_of(w.group_size) >= 0);
   const int64_t group_size = std::min<int64_t>(w.group_size, w.rows);
   const int tiles = static_cast<int>((w.n + kernels::kWoqTileCols - 1) / kernels::kWoqTileCols);
   const int steps = static_cast<int>((w.rows / codes + 3) / 4);
   const size_t es = dtype_size(dtype);
   for (int64_t m0 = 0; m0 < m; m0 += kWoqGemvPassRows) {
     const int64_t mm = std::min<int64_t>(kWoqGemvPassRows, m - m0);
-    // Split K across blocks when that fills the GPU better: the split count whose blocks come closest to whole
-    // waves of resident blocks, as long as every warp keeps at least one step and the context's split-K scratch
-    // (one counter per tile, shared with the dense GEMV) covers the tiles.
+    // Split K when that fills the GPU better: the split count whose units (tile, split) come closest to whole
+    // rounds of the resident blocks (the grouped GEMV's persistent blocks run resident-block-sized rounds of
+    // units; the general GEMV launches one block per unit), as long as every warp keeps at least one step and the
+    // context's split-K scratch (one counter per tile, shared with the dense GEMV) covers the tiles.
+    const int resident =
+        res.sm_count * woq_gemv_blocks_per_sm(w.bits, dense_type(dtype), static_cast<int>(mm), grouped);
     int splits = 1;
     if (tiles <= res.gemv_max_tiles) {
-      const int resident =
-          res.sm_count * woq_gemv_blocks_per_sm(w.bits, dense_type(dtype), static_cast<int>(mm), grouped);
       const size_t fit = res.gemv_partial_floats / static_cast<size_t>(mm * w.n);
       const auto efficiency = [&](int s) {
         const double waves = static_cast<double>(tiles) * s / resident;
         return waves / std::ceil(waves);
       };
       double best = efficiency(1);
-      for (int s = 2; s <= kGemvMaxSplits && static_cast<size_t>(s) <= fit && steps / s >= kernels::kWoqWarps; ++s) {
+      for (int s = 2; s <= kGemvMaxSplits && static_cast<size_t>(s) <= fit && steps / s >= kMinSplitSteps; ++s) {
         if (efficiency(s) > best + 0.02) {
           best = efficiency(s);
           splits = s;
@@ -111,7 +118,8 @@ void launch_gemv(Context::CudaResources& res, DType dtype, const WoqWeights& w, 
                                    .group_size = static_cast<int>(group_size),
                                    .group_shift = w.group_size >= w.rows ? 31 : shift_of(group_size),
                                    .steps_per_split = steps_per_split,
-                                   .splits = splits};
+                                   .splits = splits,
+                                   .max_blocks = resident};
     TPQ_CUDA_CHECK(launch_woq_gemv(w.bits, dense_type(dtype), p, grouped, stream, pdl_enabled(res)));
   }
 }

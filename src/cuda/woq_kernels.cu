@@ -24,37 +24,22 @@ constexpr int unroll_for(int bits, int col_tiles) {
   return col_tiles == 1 || base == 2 ? base : base / 2;
 }
 
-// The grouped GEMV decodes with one LOP3 per pair: 8 steps in flight per lane (4 with two column tiles; 2 for the
-// 3-word 3-bit blocks and for the 16-code 2-bit blocks with two column tiles).
-constexpr int grouped_unroll_for(int bits, int col_tiles) {
-  const int base = bits == 3 ? 2 : bits == 2 ? 4 : 8;
-  return col_tiles == 1 || base == 2 ? base : base / 2;
+// The grouped GEMV decodes with one LOP3 per pair and double-buffers batches of steps: 2 x 4 steps in flight per
+// lane (2 x 2 with two column tiles; 2 x 1 for the 3-word 3-bit blocks and for the 16-code 2-bit blocks with two
+// column tiles).
+constexpr int grouped_steps_for(int bits, int col_tiles) {
+  const int base = bits == 3 ? 1 : bits == 2 ? 2 : 4;
+  return col_tiles == 1 || base == 1 ? base : base / 2;
 }
 
-template <int kBits, typename T, int kColTiles, bool kGrouped>
+template <int kBits, typename T, int kColTiles, bool kGrouped, bool kActOrder = false>
 auto gemv_kernel() {
   using Traits = kernels::gptq::KernelTraits<kBits>;
   if constexpr (kGrouped) {
-    return kernels::woq_gemv_grouped_kernel<Traits, T, kColTiles, grouped_unroll_for(kBits, kColTiles)>;
+    return kernels::woq_gemv_grouped_kernel<Traits, T, kColTiles, grouped_steps_for(kBits, kColTiles), kActOrder>;
   } else {
     return kernels::woq_gemv_kernel<Traits, T, kColTiles, unroll_for(kBits, kColTiles)>;
   }
-}
-
-template <int kBits, int kColTiles, bool kGrouped>
-constexpr int dynamic_smem() {
-  return 0;
-}
-
-// Opts the kernel in to its dynamic shared memory (above the 48 KB default), once.
-template <int kBits, typename T, int kColTiles, bool kGrouped>
-cudaError_t prepare_kernel() {
-  static const cudaError_t status = [] {
-    if (dynamic_smem<kBits, kColTiles, kGrouped>() == 0) return cudaSuccess;
-    return cudaFuncSetAttribute(gemv_kernel<kBits, T, kColTiles, kGrouped>(),
-                                cudaFuncAttributeMaxDynamicSharedMemorySize, dynamic_smem<kBits, kColTiles, kGrouped>());
-  }();
-  return status;
 }
 
 // Resident blocks per SM of one instantiation, asked once.
@@ -62,10 +47,8 @@ template <int kBits, typename T, int kColTiles, bool kGrouped>
 int blocks_per_sm() {
   static const int blocks = [] {
     int b = 0;
-    if (prepare_kernel<kBits, T, kColTiles, kGrouped>() != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, gemv_kernel<kBits, T, kColTiles, kGrouped>(),
-                                                      kernels::kWoqWarps * 32, dynamic_smem<kBits, kColTiles, kGrouped>()) !=
-            cudaSuccess) {
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, gemv_kernel<kBits, T, kColTiles, kGrouped>(),
+                                                      kernels::kWoqWarps * 32, 0) != cudaSuccess) {
       (void)cudaGetLastError();
       b = 1;
     }
@@ -76,11 +59,21 @@ int blocks_per_sm() {
 
 template <int kBits, typename T, int kColTiles, bool kGrouped>
 cudaError_t launch_gemv_kernel(const kernels::WoqGemvParams& p, cudaStream_t stream, bool pdl) {
-  if (const cudaError_t e = prepare_kernel<kBits, T, kColTiles, kGrouped>(); e != cudaSuccess) return e;
-  const dim3 grid(static_cast<unsigned>((p.n + kernels::kWoqTileCols - 1) / kernels::kWoqTileCols),
-                  static_cast<unsigned>(p.splits), 1);
-  return kernels::launch_kernel(gemv_kernel<kBits, T, kColTiles, kGrouped>(), grid, dim3(kernels::kWoqWarps * 32),
-                                dynamic_smem<kBits, kColTiles, kGrouped>(), stream, pdl, p);
+  const int tiles = (p.n + kernels::kWoqTileCols - 1) / kernels::kWoqTileCols;
+  if constexpr (kGrouped) {
+    // Persistent: one block per resident slot at most, each running units (tile, split) in turn.
+    const dim3 grid(static_cast<unsigned>(std::max(1, std::min(tiles * p.splits, p.max_blocks))));
+    if (p.g_idx != nullptr) {
+      return kernels::launch_kernel(gemv_kernel<kBits, T, kColTiles, true, true>(), grid,
+                                    dim3(kernels::kWoqWarps * 32), 0, stream, pdl, p);
+    }
+    return kernels::launch_kernel(gemv_kernel<kBits, T, kColTiles, true>(), grid, dim3(kernels::kWoqWarps * 32), 0,
+                                  stream, pdl, p);
+  } else {
+    const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(p.splits), 1);
+    return kernels::launch_kernel(gemv_kernel<kBits, T, kColTiles, false>(), grid, dim3(kernels::kWoqWarps * 32), 0,
+                                  stream, pdl, p);
+  }
 }
 
 template <int kBits, typename T, int kColTiles>

@@ -236,6 +236,10 @@ const std::vector<Spec> kSpecs = {
     {4, 6144, 4096, 128, true, true, false},  // qkv-sized, act-order
     {8, 4096, 4096, 128, true, false, false},
     {8, 1024, 4096, 128, false, true, true},
+    // More units (tile, split) than an H200 holds blocks at once: the persistent GEMV's blocks run several units
+    // each, prefetching the next one's weights (386 tiles, the last one partial).
+    {4, 12324, 1024, 128, false, false, true},
+    {4, 12324, 1152, 64, true, true, false},
     // Narrow outputs and a long K (down_proj-like slice): split-K.
     {4, 512, 14336, 128, false, false, false},
     // Odd multiples of the group size and of the tile: K = 11 · 128, N = 37 · 8 (a partial 32-column tile).
@@ -249,6 +253,10 @@ const std::vector<Spec> kSpecs = {
     // Groups smaller than a GEMV step (4 blocks: 128 rows at 3 bits, 64 at 2 bits): the general GEMV.
     {3, 352, 1408, 64, false, false, false},
     {2, 256, 1408, 32, true, false, true},
+    // A group of 96 rows: whole GEMV steps, but not a power of two (the general GEMV; sorted act-order rows, padded
+    // to whole steps, take the grouped one).
+    {4, 264, 1440, 96, false, false, false},
+    {4, 264, 1440, 96, true, true, true},
     // Group -1 (one group over K) and a group of 32.
     {4, 1024, 2048, -1, true, false, false},
     {4, 1024, 2048, 32, false, false, false},
