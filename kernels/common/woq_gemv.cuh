@@ -23,10 +23,11 @@
 // Requirements (checked by the host): n % 4 == 0, rows a multiple of the block, 16-byte aligned x and qweight
 // (8-byte at 8 bits), 1 <= m <= 8 · kColTiles, every block (grouped: every step) inside one group.
 //
-// Measured on an H200 (bf16, graph-timed, llama8b shapes): the grouped kernel streams 4-bit g128 at about 35–43 %
-// of the read bandwidth at M = 1, 1.7–1.8x cuBLAS bf16. It is bound by instructions issued per weight, not by the
-// access pattern (the same loads alone reach about 85 %): the next step is a load-time repack that makes one LOP3
-// yield an MMA-ready register with no shifts (Marlin's interleave), and fewer address/predicate instructions.
+// Measured on an H200 (bf16, graph-timed): the grouped kernel streams 4-bit g128 at about 30–53 % of the read
+// bandwidth at M = 1 (llama8b o 30 %, gate_up 53 %), 1.9–2.4x cuBLAS bf16; 8-bit at 44–68 %. In steady state a
+// block streams a batch in about the time DRAM needs for it; what remains is a fixed cost of about 2.5 µs per block
+// (its first loads' latency and the reduction), paid once per wave of blocks. A persistent variant that hides it
+// was slower as written (git history: "Experiment: persistent grouped GEMV").
 #include <cstdint>
 
 #include "kernels/common/float_convert.cuh"
@@ -69,57 +70,45 @@ __device__ __forceinline__ void load_x(uint32_t (&xr)[kCodes / 2], const T* row,
   }
 }
 
-// What both GEMVs derive from the thread: the lane's place in the MMA fragments (g, t), its x rows (clamped to the
-// last row past m: real memory, results never stored) and the number of blocks of codes along K.
+// What both GEMVs derive from the launch before their loops: the lane's place in the MMA fragments (g, t), its 4
+// columns (clamped to the last 4 past n: real memory, results never stored), its x rows (clamped to the last row
+// past m likewise), and the warp's range of steps [begin, end) within the block's split of K.
 template <typename T, int kCodes, int kColTiles>
-struct Lane {
-  int warp, g, t, blocks;
+struct LaneWork {
+  int lane, warp, g, t;
+  int64_t col;
   const T* x_row[kColTiles];
+  int blocks, begin, end;
 
-  __device__ __forceinline__ explicit Lane(const WoqGemvParams& p) {
-    const int lane = threadIdx.x & 31;
+  __device__ __forceinline__ explicit LaneWork(const WoqGemvParams& p) {
+    lane = threadIdx.x & 31;
     warp = threadIdx.x >> 5;
     g = lane >> 2;
     t = lane & 3;
-    blocks = p.rows / kCodes;
+    col = min(static_cast<int>(blockIdx.x) * kWoqTileCols + 4 * g, p.n - 4);
     const T* x = static_cast<const T*>(p.x);
 #pragma unroll
     for (int j = 0; j < kColTiles; ++j) x_row[j] = x + static_cast<int64_t>(min(j * 8 + g, p.m - 1)) * p.rows;
-  }
-};
-
-// One unit of work (a tile of 32 columns and a split of K) for one lane: its 4 columns (clamped to the last 4 past
-// n, like the rows), and its warp's range of steps [begin, end) within the split, of which [begin, full_end) have
-// all 4 blocks.
-struct Unit {
-  int col, begin, end, full_end;
-
-  template <class L>
-  __device__ __forceinline__ Unit(const WoqGemvParams& p, const L& lane, int tile, int split) {
-    col = min(tile * kWoqTileCols + 4 * lane.g, p.n - 4);
-    const int steps = (lane.blocks + 3) >> 2;
-    const int split_begin = split * p.steps_per_split;
+    blocks = p.rows / kCodes;
+    const int steps = (blocks + 3) >> 2;
+    const int split_begin = blockIdx.y * p.steps_per_split;
     const int split_end = min(steps, split_begin + p.steps_per_split);
     const int per_warp = (split_end - split_begin + kWoqWarps - 1) / kWoqWarps;
-    begin = split_begin + lane.warp * per_warp;
+    begin = split_begin + warp * per_warp;
     end = min(split_end, begin + per_warp);
-    full_end = min(end, lane.blocks >> 2);
   }
 };
 
-// The end of a unit of both GEMVs: sum the warps' K ranges (and the split-K blocks'), add the bias, store. The
-// shared buffer alternates between units (`parity`), so a block that goes on to its next unit needs no barrier
-// besides the one in here: a warp can only write a buffer again once every warp has passed this unit's barrier.
+// The end of both GEMVs: sum the warps' K ranges (and the split-K blocks'), add the bias, store.
 template <typename T, int kColTiles>
-__device__ __forceinline__ void finish(const float (&acc)[kColTiles][2][4], const WoqGemvParams& p, int tile,
-                                       int split, int parity) {
+__device__ __forceinline__ void finish(const float (&acc)[kColTiles][2][4], const WoqGemvParams& p) {
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
+  const int tile = blockIdx.x;
   const int m = p.m, n = p.n;
   // Layout [warp][value][lane] keeps both the writes and the reads conflict-free.
   constexpr int kValues = kColTiles * 8;
-  __shared__ float red_buffers[2][kWoqWarps][kValues][32];
-  float(&red)[kWoqWarps][kValues][32] = red_buffers[parity];
+  __shared__ float red[kWoqWarps][kValues][32];
 #pragma unroll
   for (int j = 0; j < kColTiles; ++j) {
 #pragma unroll
@@ -165,7 +154,7 @@ __device__ __forceinline__ void finish(const float (&acc)[kColTiles][2][4], cons
   // Split-K: publish this block's partial sums, and let the last block of the tile add them up.
 #pragma unroll
   for (int r = 0; r < kPerThread; ++r)
-    if (active[r]) p.partials[(static_cast<int64_t>(split) * m + out_m[r]) * n + out_n[r]] = v[r];
+    if (active[r]) p.partials[(static_cast<int64_t>(blockIdx.y) * m + out_m[r]) * n + out_n[r]] = v[r];
   __threadfence();
   __syncthreads();
   __shared__ bool is_last;
@@ -195,14 +184,13 @@ __global__ void __launch_bounds__(kWoqWarps * 32) woq_gemv_kernel(const WoqGemvP
   constexpr int kXRegs = kCodes / 2;
   pdl_launch_dependents();
 
-  const woq_detail::Lane<T, kCodes, kColTiles> lane(p);
-  const woq_detail::Unit unit(p, lane, blockIdx.x, blockIdx.y);
-  const int t = lane.t;
+  const woq_detail::LaneWork<T, kCodes, kColTiles> lw(p);
+  const int t = lw.t;
   const int n = p.n;
-  const int64_t col = unit.col;
-  const T* const(&x_row)[kColTiles] = lane.x_row;
+  const int64_t col = lw.col;
+  const T* const(&x_row)[kColTiles] = lw.x_row;
   const T* scales = static_cast<const T*>(p.scales);
-  const int blocks = lane.blocks, begin = unit.begin, end = unit.end;
+  const int blocks = lw.blocks, begin = lw.begin, end = lw.end;
 
   float acc[kColTiles][2][4] = {};
   bool waited = false;
@@ -280,7 +268,7 @@ __global__ void __launch_bounds__(kWoqWarps * 32) woq_gemv_kernel(const WoqGemvP
   }
   if (!waited) pdl_wait();  // warps with no steps still write outputs below
 
-  woq_detail::finish<T, kColTiles>(acc, p, blockIdx.x, blockIdx.y, 0);
+  woq_detail::finish<T, kColTiles>(acc, p);
 }
 
 // The grouped GEMV: the same tiles, loads and MMAs, with fewer instructions per weight, which is what bounds the
@@ -291,20 +279,17 @@ __global__ void __launch_bounds__(kWoqWarps * 32) woq_gemv_kernel(const WoqGemvP
 //  - A step (4 blocks of codes × 32 columns) must lie in one group: power-of-two group sizes that are multiples of
 //    4 · kCodes (the group of a step is a shift of its index), one group, or act-order rows sorted and padded to
 //    whole steps (kActOrder: the group of a step is g_idx at its first row).
-//  - Persistent: the grid is at most the blocks that fit on the GPU at once, and each block runs units of work
-//    (tile, split of K) blockIdx.x, blockIdx.x + gridDim.x, ... The first batch of loads of a block's next unit is
-//    issued before the current unit's reduction, so the DRAM latency at the start of a unit, and the reduction at
-//    its end, are hidden behind the stream (on an H200 they cost about 2.5 µs per non-persistent block).
 //  - Double-buffered batches of kSteps steps: the loads of batch i + 1 (weights, activations, act-order groups) are
-//    issued before batch i is computed. Batches that reach past the warp's last whole step load with predicates
-//    (zeros) and compute the missing steps as zeros, which add nothing.
+//    issued before batch i is computed, so every warp keeps loads in flight while it decodes. Whole batches run
+//    without predicates on pointers that advance by a constant stride; only a warp's last, partial batch checks
+//    every step.
 //  - A group's zero points and scales are loaded when the warp enters the group and used when it leaves it; the
-//    warp asks L1 for those of its first kPrefetchGroups groups when it starts a unit.
+//    warp asks L1 for those of its first kPrefetchGroups groups at its start, before the programmatic-dependent-
+//    launch wait.
 template <class Traits, typename T, int kColTiles, int kSteps, bool kActOrder>
 __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8) / kWoqWarps)  // 16 warps/SM (3-bit 8)
     woq_gemv_grouped_kernel(const WoqGemvParams p) {
   using Planes = MagicPlanes<T, Traits::kBits>;
-  using Work = woq_detail::Unit;
   constexpr int kCodes = Traits::kCodes;
   constexpr int kWords = Traits::kWords;
   constexpr int kXRegs = kCodes / 2;
@@ -315,11 +300,18 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
   constexpr int kPrefetchGroups = 64;
   pdl_launch_dependents();
 
-  const woq_detail::Lane<T, kCodes, kColTiles> lane(p);
+  const woq_detail::LaneWork<T, kCodes, kColTiles> lw(p);
+  const int t = lw.t;
   const int n = p.n;
-  const int units = (n + kWoqTileCols - 1) / kWoqTileCols * p.splits;
+  const int64_t col = lw.col;
+  const T* const(&x_row)[kColTiles] = lw.x_row;
   const T* scales = static_cast<const T*>(p.scales);
+  const int blocks = lw.blocks, begin = lw.begin, end = lw.end;
+  const int full_end = min(end, blocks >> 2);  // steps whose 4 blocks all exist
   const int step_shift = p.group_shift - kStepRowsLog2;  // regular groups (the host checks it is >= 0)
+
+  // Word w of the lane's block in step s: qweight + ((4s + t) · kWords + w) · n + col.
+  const uint32_t* w_lane = p.qweight + static_cast<int64_t>(t) * kWords * n + col;
   const int64_t w_step = static_cast<int64_t>(4) * kWords * n;
 
   const auto group_of_step = [&](int step) -> int {
@@ -329,57 +321,9 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
       return step >> step_shift;
     }
   };
+  const auto meta_at = [&](int gi) { return static_cast<int64_t>(gi) * n + col; };
 
-  // What one batch holds in registers between its loads and its compute.
-  struct Batch {
-    uint4 raw[kSteps][kWords];
-    uint32_t xr[kSteps][kColTiles][kXRegs];
-    int group[kSteps];  // act-order only
-  };
-  // Batch [s, s + kSteps) of unit `w`: weights (before the programmatic-dependent-launch wait, when `weights_only`:
-  // they do not depend on the previous kernel), activations, groups.
-  const auto load_weights = [&](Batch& b, const Work& w, int s) {
-    // Word j of the lane's block in step s: qweight + ((4s + t) · kWords + j) · n + col.
-    if (s + kSteps <= w.full_end) {
-      const uint32_t* wp = p.qweight + (static_cast<int64_t>(s) * 4 + lane.t) * kWords * n + w.col;
-#pragma unroll
-      for (int u = 0; u < kSteps; ++u) {
-#pragma unroll
-        for (int j = 0; j < kWords; ++j) b.raw[u][j] = load_stream_16(wp + u * w_step + j * n);
-      }
-    } else {
-#pragma unroll
-      for (int u = 0; u < kSteps; ++u) {
-        const int64_t block = static_cast<int64_t>(s + u) * 4 + lane.t;
-        const bool ok = s + u < w.end && block < lane.blocks;
-#pragma unroll
-        for (int j = 0; j < kWords; ++j)
-          b.raw[u][j] = load_stream_16_if(Traits::word(p.qweight, n, ok ? block : 0, j, w.col), ok);
-      }
-    }
-  };
-  const auto load_rest = [&](Batch& b, const Work& w, int s) {
-    if (s + kSteps <= w.full_end) {
-      const int64_t k0 = (static_cast<int64_t>(s) * 4 + lane.t) * kCodes;
-#pragma unroll
-      for (int u = 0; u < kSteps; ++u) {
-#pragma unroll
-        for (int j = 0; j < kColTiles; ++j) woq_detail::load_x<kCodes>(b.xr[u][j], lane.x_row[j], k0 + u * kStepRows, true);
-        if constexpr (kActOrder) b.group[u] = group_of_step(s + u);
-      }
-    } else {
-#pragma unroll
-      for (int u = 0; u < kSteps; ++u) {
-        const int64_t block = static_cast<int64_t>(s + u) * 4 + lane.t;
-        const bool ok = s + u < w.end && block < lane.blocks;
-#pragma unroll
-        for (int j = 0; j < kColTiles; ++j) woq_detail::load_x<kCodes>(b.xr[u][j], lane.x_row[j], block * kCodes, ok);
-        if constexpr (kActOrder) b.group[u] = group_of_step(min(s + u, w.end - 1));
-      }
-    }
-  };
-
-  float acc[kColTiles][2][4];
+  float acc[kColTiles][2][4] = {};
   float gacc[kPlanes][kColTiles][2][4] = {};
   float xsum[kColTiles][4] = {};
   int group = -1;
@@ -418,23 +362,21 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
     }
   };
 
-  // One step of unit `w`: switch groups if needed (warp-uniform), decode, MMA. Steps past the warp's range (in a
-  // predicated batch) keep the last step's group and add zeros.
-  const auto compute = [&](const Work& w, int step, int act_group, const uint4 (&raw)[kWords],
+  // One step: switch groups if needed (warp-uniform), decode, MMA.
+  const auto compute = [&](int step, int act_group, const uint4 (&raw)[kWords],
                            const uint32_t (&xr)[kColTiles][kXRegs]) {
-    const int step_group = kActOrder ? act_group : min(step, w.end - 1) >> step_shift;
+    const int step_group = kActOrder ? act_group : step >> step_shift;
     if (step_group != group) {
       flush();
       group = step_group;
-      const int64_t meta = static_cast<int64_t>(group) * n + w.col;
-      group_zeros = __ldg(reinterpret_cast<const uint32_t*>(p.zeros + meta));
-      group_scales = __ldg(reinterpret_cast<const uint2*>(scales + meta));
+      group_zeros = __ldg(reinterpret_cast<const uint32_t*>(p.zeros + meta_at(group)));
+      group_scales = __ldg(reinterpret_cast<const uint2*>(scales + meta_at(group)));
     }
     uint32_t words[4][kWords];
 #pragma unroll
     for (int c = 0; c < 4; ++c) {
 #pragma unroll
-      for (int j = 0; j < kWords; ++j) words[c][j] = woq_detail::component(raw[j], c);
+      for (int w = 0; w < kWords; ++w) words[c][w] = woq_detail::component(raw[w], c);
     }
 #pragma unroll
     for (int q = 0; q < kCodes / 4; ++q) {
@@ -461,76 +403,89 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
       }
     }
   };
-  const auto compute_batch = [&](const Work& w, const Batch& b, int s) {
+
+  // What one batch holds in registers between its loads and its compute.
+  struct Batch {
+    uint4 raw[kSteps][kWords];
+    uint32_t xr[kSteps][kColTiles][kXRegs];
+    int group[kSteps];  // act-order only
+  };
+  // A whole batch (every block of every step exists): weights, then (after the wait) activations and groups.
+  const auto load_weights = [&](Batch& b, int s) {
+    const uint32_t* wp = w_lane + static_cast<int64_t>(s) * w_step;
 #pragma unroll
-    for (int u = 0; u < kSteps; ++u) compute(w, s + u, kActOrder ? b.group[u] : 0, b.raw[u], b.xr[u]);
+    for (int u = 0; u < kSteps; ++u) {
+#pragma unroll
+      for (int w = 0; w < kWords; ++w) b.raw[u][w] = load_stream_16(wp + u * w_step + w * n);
+    }
+  };
+  const auto load_rest = [&](Batch& b, int s) {
+    const int64_t k0 = (static_cast<int64_t>(s) * 4 + t) * kCodes;
+#pragma unroll
+    for (int u = 0; u < kSteps; ++u) {
+#pragma unroll
+      for (int j = 0; j < kColTiles; ++j) woq_detail::load_x<kCodes>(b.xr[u][j], x_row[j], k0 + u * kStepRows, true);
+      if constexpr (kActOrder) b.group[u] = group_of_step(s + u);
+    }
+  };
+  const auto compute_batch = [&](const Batch& b, int s) {
+#pragma unroll
+    for (int u = 0; u < kSteps; ++u) compute(s + u, kActOrder ? b.group[u] : 0, b.raw[u], b.xr[u]);
   };
 
+  int s = begin;
+  const int batches = full_end > begin ? (full_end - begin) / kSteps : 0;
   Batch ba, bb;
-  int unit = blockIdx.x;
-  if (unit >= units) {  // the host never launches more blocks than units
-    pdl_wait();
-    return;
+  if (batches > 0) load_weights(ba, s);
+  if (begin < end) {  // the meta of the warp's first groups into L1 (groups are monotone in the step)
+    const int first = group_of_step(begin);
+    const int last = min(group_of_step(end - 1), first + kPrefetchGroups - 1);
+    for (int gi = first; gi <= last; ++gi) {
+      asm volatile("prefetch.global.L1 [%0];" ::"l"(p.zeros + meta_at(gi)));
+      asm volatile("prefetch.global.L1 [%0];" ::"l"(scales + meta_at(gi)));
+    }
   }
-  Work work(p, lane, unit / p.splits, unit % p.splits);
-  if (work.begin < work.end) load_weights(ba, work, work.begin);
   pdl_wait();
-  if (work.begin < work.end) load_rest(ba, work, work.begin);
-  for (int parity = 0; unit < units; parity ^= 1) {
-    const int next_unit = unit + static_cast<int>(gridDim.x);
-    const bool has_next = next_unit < units;
-    const Work next(p, lane, (has_next ? next_unit : unit) / p.splits, (has_next ? next_unit : unit) % p.splits);
-    const bool prefetch_next = has_next && next.begin < next.end;
-    if (work.begin < work.end) {  // the meta of the warp's first groups into L1 (groups are monotone in the step)
-      const int first = group_of_step(work.begin);
-      const int last = min(group_of_step(work.end - 1), first + kPrefetchGroups - 1);
-      for (int gi = first; gi <= last; ++gi) {
-        const int64_t meta = static_cast<int64_t>(gi) * n + work.col;
-        asm volatile("prefetch.global.L1 [%0];" ::"l"(p.zeros + meta));
-        asm volatile("prefetch.global.L1 [%0];" ::"l"(scales + meta));
-      }
+  if (batches > 0) load_rest(ba, s);
+  for (int i = 0; i < batches; i += 2) {
+    if (i + 1 < batches) {
+      load_weights(bb, s + kSteps);
+      load_rest(bb, s + kSteps);
     }
-#pragma unroll
-    for (int j = 0; j < kColTiles; ++j) {
-#pragma unroll
-      for (int tr = 0; tr < 2; ++tr) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) acc[j][tr][e] = 0.0f;
-      }
+    compute_batch(ba, s);
+    s += kSteps;
+    if (i + 1 >= batches) break;
+    if (i + 2 < batches) {
+      load_weights(ba, s + kSteps);
+      load_rest(ba, s + kSteps);
     }
-    group = -1;
-
-    // Batch i of this unit sits in ba for even i, bb for odd i; the next unit's first batch goes to ba as soon as
-    // ba is free.
-    const int batches = (work.end - work.begin + kSteps - 1) / kSteps;  // <= 0: no steps
-    int s = work.begin;
-    for (int i = 0; i < batches; i += 2) {
-      if (i + 1 < batches) {
-        load_weights(bb, work, s + kSteps);
-        load_rest(bb, work, s + kSteps);
-      }
-      compute_batch(work, ba, s);
-      s += kSteps;
-      if (i + 1 >= batches) break;
-      if (i + 2 < batches) {
-        load_weights(ba, work, s + kSteps);
-        load_rest(ba, work, s + kSteps);
-      } else if (prefetch_next) {
-        load_weights(ba, next, next.begin);
-        load_rest(ba, next, next.begin);
-      }
-      compute_batch(work, bb, s);
-      s += kSteps;
-    }
-    if (prefetch_next && (batches <= 0 || (batches & 1) != 0)) {  // ba was busy until now
-      load_weights(ba, next, next.begin);
-      load_rest(ba, next, next.begin);
-    }
-    flush();
-    woq_detail::finish<T, kColTiles>(acc, p, unit / p.splits, unit % p.splits, parity);
-    unit = next_unit;
-    work = next;
+    compute_batch(bb, s);
+    s += kSteps;
   }
+  // The last, partial batch: every step and block checked.
+  for (; s < end; s += kSteps) {
+    Batch& b = ba;
+    bool ok[kSteps];
+#pragma unroll
+    for (int u = 0; u < kSteps; ++u) {
+      const int64_t block = static_cast<int64_t>(s + u) * 4 + t;
+      ok[u] = (s + u < end) && block < blocks;
+#pragma unroll
+      for (int w = 0; w < kWords; ++w)
+        b.raw[u][w] = load_stream_16_if(Traits::word(p.qweight, n, ok[u] ? block : 0, w, col), ok[u]);
+#pragma unroll
+      for (int j = 0; j < kColTiles; ++j) woq_detail::load_x<kCodes>(b.xr[u][j], x_row[j], block * kCodes, ok[u]);
+      if constexpr (kActOrder) b.group[u] = s + u < end ? group_of_step(s + u) : 0;
+    }
+#pragma unroll
+    for (int u = 0; u < kSteps; ++u) {
+      if (s + u >= end) break;
+      compute(s + u, kActOrder ? b.group[u] : 0, b.raw[u], b.xr[u]);
+    }
+  }
+  flush();
+
+  woq_detail::finish<T, kColTiles>(acc, p);
 }
 
 }  // namespace tpq::kernels

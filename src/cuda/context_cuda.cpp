@@ -56,12 +56,11 @@ Context::CudaResources::CudaResources(int dev, size_t ws_bytes) : device(dev), w
     workspace.reset(p);
   }
 
-  // Allocated here, once, so the forward path never allocates: counters for every tile count that may split (the
-  // weight-only GEMV also splits layers of many tiles, to fill its last wave), and room for the split-K partial
-  // sums of the dense GEMV's largest split ([splits][m <= 16][n < 16 * sm_count]).
-  gemv_max_tiles = 64 * sm_count;
+  // Allocated here, once, so the forward path never allocates: counters for every tile count that may split,
+  // and room for the largest split-K partial sums ([splits][m <= 16][n < 16 * sm_count]).
+  gemv_max_tiles = sm_count;
   gemv_partial_floats = static_cast<size_t>(detail::kGemvMaxSplits) * detail::kGemvMaxM *
-                        static_cast<size_t>(sm_count) * 16;
+                        static_cast<size_t>(gemv_max_tiles) * 16;
   const size_t counter_bytes = (static_cast<size_t>(gemv_max_tiles) * sizeof(unsigned) + 255) / 256 * 256;
   const size_t scratch_bytes = counter_bytes + gemv_partial_floats * sizeof(float);
   void* scratch = nullptr;

@@ -29,11 +29,6 @@ namespace {
 // Rows of M up to which the GEMV (in passes of kWoqGemvPassRows) runs instead of dequantize + cuBLASLt.
 constexpr int64_t kWoqGemvMaxM = 64;
 
-// Split K only into splits of at least this many steps: two batches of 4 steps for every warp, so that each warp's
-// loads of one batch stay in flight while it computes the other (shorter units measured much slower on the H200:
-// their fixed costs, the reduction above all, dominate).
-constexpr int kMinSplitSteps = kernels::kWoqWarps * 8;
-
 bool aligned(const void* p, uintptr_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; }
 
 void check_weights(const WoqWeights& w, const char* op) {
@@ -80,21 +75,20 @@ void launch_gemv(Context::CudaResources& res, DType dtype, const WoqWeights& w, 
   const size_t es = dtype_size(dtype);
   for (int64_t m0 = 0; m0 < m; m0 += kWoqGemvPassRows) {
     const int64_t mm = std::min<int64_t>(kWoqGemvPassRows, m - m0);
-    // Split K when that fills the GPU better: the split count whose units (tile, split) come closest to whole
-    // rounds of the resident blocks (the grouped GEMV's persistent blocks run resident-block-sized rounds of
-    // units; the general GEMV launches one block per unit), as long as every warp keeps at least one step and the
-    // context's split-K scratch (one counter per tile, shared with the dense GEMV) covers the tiles.
-    const int resident =
-        res.sm_count * woq_gemv_blocks_per_sm(w.bits, dense_type(dtype), static_cast<int>(mm), grouped);
+    // Split K across blocks when that fills the GPU better: the split count whose blocks come closest to whole
+    // waves of resident blocks, as long as every warp keeps at least one step and the context's split-K scratch
+    // (one counter per tile, shared with the dense GEMV) covers the tiles.
     int splits = 1;
     if (tiles <= res.gemv_max_tiles) {
+      const int resident =
+          res.sm_count * woq_gemv_blocks_per_sm(w.bits, dense_type(dtype), static_cast<int>(mm), grouped);
       const size_t fit = res.gemv_partial_floats / static_cast<size_t>(mm * w.n);
       const auto efficiency = [&](int s) {
         const double waves = static_cast<double>(tiles) * s / resident;
         return waves / std::ceil(waves);
       };
       double best = efficiency(1);
-      for (int s = 2; s <= kGemvMaxSplits && static_cast<size_t>(s) <= fit && steps / s >= kMinSplitSteps; ++s) {
+      for (int s = 2; s <= kGemvMaxSplits && static_cast<size_t>(s) <= fit && steps / s >= kernels::kWoqWarps; ++s) {
         if (efficiency(s) > best + 0.02) {
           best = efficiency(s);
           splits = s;
@@ -118,8 +112,7 @@ void launch_gemv(Context::CudaResources& res, DType dtype, const WoqWeights& w, 
                                    .group_size = static_cast<int>(group_size),
                                    .group_shift = w.group_size >= w.rows ? 31 : shift_of(group_size),
                                    .steps_per_split = steps_per_split,
-                                   .splits = splits,
-                                   .max_blocks = resident};
+                                   .splits = splits};
     TPQ_CUDA_CHECK(launch_woq_gemv(w.bits, dense_type(dtype), p, grouped, stream, pdl_enabled(res)));
   }
 }

@@ -236,8 +236,7 @@ const std::vector<Spec> kSpecs = {
     {4, 6144, 4096, 128, true, true, false},  // qkv-sized, act-order
     {8, 4096, 4096, 128, true, false, false},
     {8, 1024, 4096, 128, false, true, true},
-    // More units (tile, split) than an H200 holds blocks at once: the persistent GEMV's blocks run several units
-    // each, prefetching the next one's weights (386 tiles, the last one partial).
+    // More tiles than an H200 holds blocks at once (386 tiles, the last one partial), plain and act-order.
     {4, 12324, 1024, 128, false, false, true},
     {4, 12324, 1152, 64, true, true, false},
     // Narrow outputs and a long K (down_proj-like slice): split-K.
