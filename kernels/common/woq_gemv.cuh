@@ -70,10 +70,9 @@ __device__ __forceinline__ void load_x(uint32_t (&xr)[kCodes / 2], const T* row,
   }
 }
 
-// What both GEMVs derive for one unit of work (a tile of 32 columns, a split of K) before their loops: the lane's
-// place in the MMA fragments (g, t), its 4 columns (clamped to the last 4 past n: real memory, results never
-// stored), its x rows (clamped to the last row past m likewise), and the warp's range of steps [begin, end) within
-// the split.
+// What both GEMVs derive from the launch before their loops: the lane's place in the MMA fragments (g, t), its 4
+// columns (clamped to the last 4 past n: real memory, results never stored), its x rows (clamped to the last row
+// past m likewise), and the warp's range of steps [begin, end) within the block's split of K.
 template <typename T, int kCodes, int kColTiles>
 struct LaneWork {
   int lane, warp, g, t;
@@ -81,18 +80,18 @@ struct LaneWork {
   const T* x_row[kColTiles];
   int blocks, begin, end;
 
-  __device__ __forceinline__ LaneWork(const WoqGemvParams& p, int tile, int split) {
+  __device__ __forceinline__ explicit LaneWork(const WoqGemvParams& p) {
     lane = threadIdx.x & 31;
     warp = threadIdx.x >> 5;
     g = lane >> 2;
     t = lane & 3;
-    col = min(tile * kWoqTileCols + 4 * g, p.n - 4);
+    col = min(static_cast<int>(blockIdx.x) * kWoqTileCols + 4 * g, p.n - 4);
     const T* x = static_cast<const T*>(p.x);
 #pragma unroll
     for (int j = 0; j < kColTiles; ++j) x_row[j] = x + static_cast<int64_t>(min(j * 8 + g, p.m - 1)) * p.rows;
     blocks = p.rows / kCodes;
     const int steps = (blocks + 3) >> 2;
-    const int split_begin = split * p.steps_per_split;
+    const int split_begin = blockIdx.y * p.steps_per_split;
     const int split_end = min(steps, split_begin + p.steps_per_split);
     const int per_warp = (split_end - split_begin + kWoqWarps - 1) / kWoqWarps;
     begin = split_begin + warp * per_warp;
@@ -100,20 +99,16 @@ struct LaneWork {
   }
 };
 
-// The end of one unit of both GEMVs: sum the warps' K ranges (and the split-K blocks'), add the bias, store. The
-// shared buffer alternates between a block's units (`parity`), so a block that goes on to another unit needs no
-// barrier besides the one in here: no warp can write a buffer again before every warp has passed this barrier of
-// the unit in between.
+// The end of both GEMVs: sum the warps' K ranges (and the split-K blocks'), add the bias, store.
 template <typename T, int kColTiles>
-__device__ __forceinline__ void finish(const float (&acc)[kColTiles][2][4], const WoqGemvParams& p, int tile,
-                                       int split, int parity) {
+__device__ __forceinline__ void finish(const float (&acc)[kColTiles][2][4], const WoqGemvParams& p) {
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
+  const int tile = blockIdx.x;
   const int m = p.m, n = p.n;
   // Layout [warp][value][lane] keeps both the writes and the reads conflict-free.
   constexpr int kValues = kColTiles * 8;
-  __shared__ float red_buffers[2][kWoqWarps][kValues][32];
-  float(&red)[kWoqWarps][kValues][32] = red_buffers[parity];
+  __shared__ float red[kWoqWarps][kValues][32];
 #pragma unroll
   for (int j = 0; j < kColTiles; ++j) {
 #pragma unroll
@@ -159,7 +154,7 @@ __device__ __forceinline__ void finish(const float (&acc)[kColTiles][2][4], cons
   // Split-K: publish this block's partial sums, and let the last block of the tile add them up.
 #pragma unroll
   for (int r = 0; r < kPerThread; ++r)
-    if (active[r]) p.partials[(static_cast<int64_t>(split) * m + out_m[r]) * n + out_n[r]] = v[r];
+    if (active[r]) p.partials[(static_cast<int64_t>(blockIdx.y) * m + out_m[r]) * n + out_n[r]] = v[r];
   __threadfence();
   __syncthreads();
   __shared__ bool is_last;
@@ -189,7 +184,7 @@ __global__ void __launch_bounds__(kWoqWarps * 32) woq_gemv_kernel(const WoqGemvP
   constexpr int kXRegs = kCodes / 2;
   pdl_launch_dependents();
 
-  const woq_detail::LaneWork<T, kCodes, kColTiles> lw(p, blockIdx.x, blockIdx.y);
+  const woq_detail::LaneWork<T, kCodes, kColTiles> lw(p);
   const int t = lw.t;
   const int n = p.n;
   const int64_t col = lw.col;
@@ -273,7 +268,7 @@ __global__ void __launch_bounds__(kWoqWarps * 32) woq_gemv_kernel(const WoqGemvP
   }
   if (!waited) pdl_wait();  // warps with no steps still write outputs below
 
-  woq_detail::finish<T, kColTiles>(acc, p, blockIdx.x, blockIdx.y, 0);
+  woq_detail::finish<T, kColTiles>(acc, p);
 }
 
 // The grouped GEMV: the same tiles, loads and MMAs, with fewer instructions per weight, which is what bounds the
@@ -305,219 +300,192 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
   constexpr int kPrefetchGroups = 64;
   pdl_launch_dependents();
 
-  const int tiles = (p.n + kWoqTileCols - 1) / kWoqTileCols;
-  const int units = tiles * p.splits;
-  // Asks L2 for the first kPrefetchSteps steps of this warp's range in unit `next` (one 128-byte row segment of 32
-  // columns per lane), so that its first loads do not wait for DRAM.
-  const auto prefetch_next_unit = [&](int next) {
-    constexpr int kPrefetchSteps = 32 / (4 * kWords);
-    if (next >= units) return;
-    const int lane = threadIdx.x & 31;
-    const int ntile = next / p.splits, nsplit = next % p.splits;
-    const int steps = (p.rows / kCodes + 3) >> 2;
-    const int split_begin = nsplit * p.steps_per_split;
-    const int split_end = min(steps, split_begin + p.steps_per_split);
-    const int per_warp = (split_end - split_begin + kWoqWarps - 1) / kWoqWarps;
-    const int nbegin = split_begin + static_cast<int>(threadIdx.x >> 5) * per_warp;
-    const int nend = min(split_end, nbegin + per_warp);
-    const int step = nbegin + lane / (4 * kWords);
-    const int64_t row = (static_cast<int64_t>(step) * 4 + (lane / kWords) % 4) * kWords + lane % kWords;
-    if (lane < kPrefetchSteps * 4 * kWords && step < nend && row < static_cast<int64_t>(p.rows / kCodes) * kWords) {
-      const int first_col = ntile * kWoqTileCols;
-      prefetch_l2_bulk(p.qweight + row * p.n + first_col, static_cast<uint32_t>(min(kWoqTileCols, p.n - first_col)) * 4u);
+  const woq_detail::LaneWork<T, kCodes, kColTiles> lw(p);
+  const int t = lw.t;
+  const int n = p.n;
+  const int64_t col = lw.col;
+  const T* const(&x_row)[kColTiles] = lw.x_row;
+  const T* scales = static_cast<const T*>(p.scales);
+  const int blocks = lw.blocks, begin = lw.begin, end = lw.end;
+  const int full_end = min(end, blocks >> 2);  // steps whose 4 blocks all exist
+  const int step_shift = p.group_shift - kStepRowsLog2;  // regular groups (the host checks it is >= 0)
+
+  // Word w of the lane's block in step s: qweight + ((4s + t) · kWords + w) · n + col.
+  const uint32_t* w_lane = p.qweight + static_cast<int64_t>(t) * kWords * n + col;
+  const int64_t w_step = static_cast<int64_t>(4) * kWords * n;
+
+  const auto group_of_step = [&](int step) -> int {
+    if constexpr (kActOrder) {
+      return __ldg(p.g_idx + static_cast<int64_t>(step) * kStepRows);
+    } else {
+      return step >> step_shift;
     }
   };
-  int parity = 0;
-  for (int unit = blockIdx.x; unit < units; unit += gridDim.x, parity ^= 1) {
-    const int tile = unit / p.splits, split = unit % p.splits;
-    const woq_detail::LaneWork<T, kCodes, kColTiles> lw(p, tile, split);
-    const int t = lw.t;
-    const int n = p.n;
-    const int64_t col = lw.col;
-    const T* const(&x_row)[kColTiles] = lw.x_row;
-    const T* scales = static_cast<const T*>(p.scales);
-    const int blocks = lw.blocks, begin = lw.begin, end = lw.end;
-    const int full_end = min(end, blocks >> 2);  // steps whose 4 blocks all exist
-    const int step_shift = p.group_shift - kStepRowsLog2;  // regular groups (the host checks it is >= 0)
+  const auto meta_at = [&](int gi) { return static_cast<int64_t>(gi) * n + col; };
 
-    // Word w of the lane's block in step s: qweight + ((4s + t) · kWords + w) · n + col.
-    const uint32_t* w_lane = p.qweight + static_cast<int64_t>(t) * kWords * n + col;
-    const int64_t w_step = static_cast<int64_t>(4) * kWords * n;
+  float acc[kColTiles][2][4] = {};
+  float gacc[kPlanes][kColTiles][2][4] = {};
+  float xsum[kColTiles][4] = {};
+  int group = -1;
+  uint32_t group_zeros = 0;
+  uint2 group_scales = make_uint2(0, 0);
 
-    const auto group_of_step = [&](int step) -> int {
-      if constexpr (kActOrder) {
-        return __ldg(p.g_idx + static_cast<int64_t>(step) * kStepRows);
-      } else {
-        return step >> step_shift;
-      }
-    };
-    const auto meta_at = [&](int gi) { return static_cast<int64_t>(gi) * n + col; };
-
-    float acc[kColTiles][2][4] = {};
-    float gacc[kPlanes][kColTiles][2][4] = {};
-    float xsum[kColTiles][4] = {};
-    int group = -1;
-    uint32_t group_zeros = 0;
-    uint2 group_scales = make_uint2(0, 0);
-
-    // Applies the finished group, then starts the next from zero.
-    const auto flush = [&]() {
-      if (group < 0) return;
-      float sc[4], zc[4];
-  #pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const uint16_t sb = static_cast<uint16_t>((c < 2 ? group_scales.x : group_scales.y) >> (16 * (c & 1)));
-        sc[c] = to_float(reinterpret_cast<const T&>(sb));
-        zc[c] = Planes::kOffset + static_cast<float>((group_zeros >> (8 * c)) & 0xFFu);
-      }
-  #pragma unroll
-      for (int j = 0; j < kColTiles; ++j) {
-  #pragma unroll
-        for (int tr = 0; tr < 2; ++tr) {
-  #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int c = 2 * tr + (e >> 1);
-            float planes[kPlanes];
-  #pragma unroll
-            for (int pl = 0; pl < kPlanes; ++pl) {
-              planes[pl] = gacc[pl][j][tr][e];
-              gacc[pl][j][tr][e] = 0.0f;
-            }
-            const float dot = fmaf(-zc[c], xsum[j][e & 1], Planes::combine(planes));
-            acc[j][tr][e] = fmaf(sc[c], dot, acc[j][tr][e]);
-          }
-        }
-  #pragma unroll
-        for (int e = 0; e < 4; ++e) xsum[j][e] = 0.0f;
-      }
-    };
-
-    // One step: switch groups if needed (warp-uniform), decode, MMA.
-    const auto compute = [&](int step, int act_group, const uint4 (&raw)[kWords],
-                             const uint32_t (&xr)[kColTiles][kXRegs]) {
-      const int step_group = kActOrder ? act_group : step >> step_shift;
-      if (step_group != group) {
-        flush();
-        group = step_group;
-        group_zeros = __ldg(reinterpret_cast<const uint32_t*>(p.zeros + meta_at(group)));
-        group_scales = __ldg(reinterpret_cast<const uint2*>(scales + meta_at(group)));
-      }
-      uint32_t words[4][kWords];
-  #pragma unroll
-      for (int c = 0; c < 4; ++c) {
-  #pragma unroll
-        for (int w = 0; w < kWords; ++w) words[c][w] = woq_detail::component(raw[w], c);
-      }
-  #pragma unroll
-      for (int q = 0; q < kCodes / 4; ++q) {
-        const int p0 = 2 * q, p1 = 2 * q + 1;
-        uint32_t b0[kColTiles], b1[kColTiles];
-  #pragma unroll
-        for (int j = 0; j < kColTiles; ++j) {
-          b0[j] = woq_detail::x_pair(xr[j], p0, p0 + kCodes / 2);
-          b1[j] = woq_detail::x_pair(xr[j], p1, p1 + kCodes / 2);
-          mma_m16n8k16<T>(xsum[j], Planes::kOnes, Planes::kOnes, Planes::kOnes, Planes::kOnes, b0[j], b1[j]);
-        }
-  #pragma unroll
-        for (int tr = 0; tr < 2; ++tr) {
-          const int lo = 2 * tr, hi = 2 * tr + 1;
-          const uint32_t pair_lo0 = Traits::pair_field(words[lo], p0), pair_hi0 = Traits::pair_field(words[hi], p0);
-          const uint32_t pair_lo1 = Traits::pair_field(words[lo], p1), pair_hi1 = Traits::pair_field(words[hi], p1);
-  #pragma unroll
+  // Applies the finished group, then starts the next from zero.
+  const auto flush = [&]() {
+    if (group < 0) return;
+    float sc[4], zc[4];
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const uint16_t sb = static_cast<uint16_t>((c < 2 ? group_scales.x : group_scales.y) >> (16 * (c & 1)));
+      sc[c] = to_float(reinterpret_cast<const T&>(sb));
+      zc[c] = Planes::kOffset + static_cast<float>((group_zeros >> (8 * c)) & 0xFFu);
+    }
+#pragma unroll
+    for (int j = 0; j < kColTiles; ++j) {
+#pragma unroll
+      for (int tr = 0; tr < 2; ++tr) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int c = 2 * tr + (e >> 1);
+          float planes[kPlanes];
+#pragma unroll
           for (int pl = 0; pl < kPlanes; ++pl) {
-            const uint32_t a0 = Planes::plane(pair_lo0, pl), a1 = Planes::plane(pair_hi0, pl);
-            const uint32_t a2 = Planes::plane(pair_lo1, pl), a3 = Planes::plane(pair_hi1, pl);
-  #pragma unroll
-            for (int j = 0; j < kColTiles; ++j) mma_m16n8k16<T>(gacc[pl][j][tr], a0, a1, a2, a3, b0[j], b1[j]);
+            planes[pl] = gacc[pl][j][tr][e];
+            gacc[pl][j][tr][e] = 0.0f;
           }
+          const float dot = fmaf(-zc[c], xsum[j][e & 1], Planes::combine(planes));
+          acc[j][tr][e] = fmaf(sc[c], dot, acc[j][tr][e]);
         }
       }
-    };
+#pragma unroll
+      for (int e = 0; e < 4; ++e) xsum[j][e] = 0.0f;
+    }
+  };
 
-    // What one batch holds in registers between its loads and its compute.
-    struct Batch {
-      uint4 raw[kSteps][kWords];
-      uint32_t xr[kSteps][kColTiles][kXRegs];
-      int group[kSteps];  // act-order only
-    };
-    // A whole batch (every block of every step exists): weights, then (after the wait) activations and groups.
-    const auto load_weights = [&](Batch& b, int s) {
-      const uint32_t* wp = w_lane + static_cast<int64_t>(s) * w_step;
-  #pragma unroll
-      for (int u = 0; u < kSteps; ++u) {
-  #pragma unroll
-        for (int w = 0; w < kWords; ++w) b.raw[u][w] = load_stream_16(wp + u * w_step + w * n);
+  // One step: switch groups if needed (warp-uniform), decode, MMA.
+  const auto compute = [&](int step, int act_group, const uint4 (&raw)[kWords],
+                           const uint32_t (&xr)[kColTiles][kXRegs]) {
+    const int step_group = kActOrder ? act_group : step >> step_shift;
+    if (step_group != group) {
+      flush();
+      group = step_group;
+      group_zeros = __ldg(reinterpret_cast<const uint32_t*>(p.zeros + meta_at(group)));
+      group_scales = __ldg(reinterpret_cast<const uint2*>(scales + meta_at(group)));
+    }
+    uint32_t words[4][kWords];
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+#pragma unroll
+      for (int w = 0; w < kWords; ++w) words[c][w] = woq_detail::component(raw[w], c);
+    }
+#pragma unroll
+    for (int q = 0; q < kCodes / 4; ++q) {
+      const int p0 = 2 * q, p1 = 2 * q + 1;
+      uint32_t b0[kColTiles], b1[kColTiles];
+#pragma unroll
+      for (int j = 0; j < kColTiles; ++j) {
+        b0[j] = woq_detail::x_pair(xr[j], p0, p0 + kCodes / 2);
+        b1[j] = woq_detail::x_pair(xr[j], p1, p1 + kCodes / 2);
+        mma_m16n8k16<T>(xsum[j], Planes::kOnes, Planes::kOnes, Planes::kOnes, Planes::kOnes, b0[j], b1[j]);
       }
-    };
-    const auto load_rest = [&](Batch& b, int s) {
-      const int64_t k0 = (static_cast<int64_t>(s) * 4 + t) * kCodes;
-  #pragma unroll
-      for (int u = 0; u < kSteps; ++u) {
-  #pragma unroll
-        for (int j = 0; j < kColTiles; ++j) woq_detail::load_x<kCodes>(b.xr[u][j], x_row[j], k0 + u * kStepRows, true);
-        if constexpr (kActOrder) b.group[u] = group_of_step(s + u);
+#pragma unroll
+      for (int tr = 0; tr < 2; ++tr) {
+        const int lo = 2 * tr, hi = 2 * tr + 1;
+        const uint32_t pair_lo0 = Traits::pair_field(words[lo], p0), pair_hi0 = Traits::pair_field(words[hi], p0);
+        const uint32_t pair_lo1 = Traits::pair_field(words[lo], p1), pair_hi1 = Traits::pair_field(words[hi], p1);
+#pragma unroll
+        for (int pl = 0; pl < kPlanes; ++pl) {
+          const uint32_t a0 = Planes::plane(pair_lo0, pl), a1 = Planes::plane(pair_hi0, pl);
+          const uint32_t a2 = Planes::plane(pair_lo1, pl), a3 = Planes::plane(pair_hi1, pl);
+#pragma unroll
+          for (int j = 0; j < kColTiles; ++j) mma_m16n8k16<T>(gacc[pl][j][tr], a0, a1, a2, a3, b0[j], b1[j]);
+        }
       }
-    };
-    const auto compute_batch = [&](const Batch& b, int s) {
-  #pragma unroll
-      for (int u = 0; u < kSteps; ++u) compute(s + u, kActOrder ? b.group[u] : 0, b.raw[u], b.xr[u]);
-    };
+    }
+  };
 
-    int s = begin;
-    const int batches = full_end > begin ? (full_end - begin) / kSteps : 0;
-    Batch ba, bb;
-    if (batches > 0) load_weights(ba, s);
-    if (begin < end) {  // the meta of the warp's first groups into L1 (groups are monotone in the step)
-      const int first = group_of_step(begin);
-      const int last = min(group_of_step(end - 1), first + kPrefetchGroups - 1);
-      for (int gi = first; gi <= last; ++gi) {
-        asm volatile("prefetch.global.L1 [%0];" ::"l"(p.zeros + meta_at(gi)));
-        asm volatile("prefetch.global.L1 [%0];" ::"l"(scales + meta_at(gi)));
-      }
+  // What one batch holds in registers between its loads and its compute.
+  struct Batch {
+    uint4 raw[kSteps][kWords];
+    uint32_t xr[kSteps][kColTiles][kXRegs];
+    int group[kSteps];  // act-order only
+  };
+  // A whole batch (every block of every step exists): weights, then (after the wait) activations and groups.
+  const auto load_weights = [&](Batch& b, int s) {
+    const uint32_t* wp = w_lane + static_cast<int64_t>(s) * w_step;
+#pragma unroll
+    for (int u = 0; u < kSteps; ++u) {
+#pragma unroll
+      for (int w = 0; w < kWords; ++w) b.raw[u][w] = load_stream_16(wp + u * w_step + w * n);
     }
-    pdl_wait();
-    if (batches > 0) load_rest(ba, s);
-    prefetch_next_unit(unit + static_cast<int>(gridDim.x));
-    for (int i = 0; i < batches; i += 2) {
-      if (i + 1 < batches) {
-        load_weights(bb, s + kSteps);
-        load_rest(bb, s + kSteps);
-      }
-      compute_batch(ba, s);
-      s += kSteps;
-      if (i + 1 >= batches) break;
-      if (i + 2 < batches) {
-        load_weights(ba, s + kSteps);
-        load_rest(ba, s + kSteps);
-      }
-      compute_batch(bb, s);
-      s += kSteps;
+  };
+  const auto load_rest = [&](Batch& b, int s) {
+    const int64_t k0 = (static_cast<int64_t>(s) * 4 + t) * kCodes;
+#pragma unroll
+    for (int u = 0; u < kSteps; ++u) {
+#pragma unroll
+      for (int j = 0; j < kColTiles; ++j) woq_detail::load_x<kCodes>(b.xr[u][j], x_row[j], k0 + u * kStepRows, true);
+      if constexpr (kActOrder) b.group[u] = group_of_step(s + u);
     }
-    // The last, partial batch: every step and block checked.
-    for (; s < end; s += kSteps) {
-      Batch& b = ba;
-      bool ok[kSteps];
-  #pragma unroll
-      for (int u = 0; u < kSteps; ++u) {
-        const int64_t block = static_cast<int64_t>(s + u) * 4 + t;
-        ok[u] = (s + u < end) && block < blocks;
-  #pragma unroll
-        for (int w = 0; w < kWords; ++w)
-          b.raw[u][w] = load_stream_16_if(Traits::word(p.qweight, n, ok[u] ? block : 0, w, col), ok[u]);
-  #pragma unroll
-        for (int j = 0; j < kColTiles; ++j) woq_detail::load_x<kCodes>(b.xr[u][j], x_row[j], block * kCodes, ok[u]);
-        if constexpr (kActOrder) b.group[u] = s + u < end ? group_of_step(s + u) : 0;
-      }
-  #pragma unroll
-      for (int u = 0; u < kSteps; ++u) {
-        if (s + u >= end) break;
-        compute(s + u, kActOrder ? b.group[u] : 0, b.raw[u], b.xr[u]);
-      }
+  };
+  const auto compute_batch = [&](const Batch& b, int s) {
+#pragma unroll
+    for (int u = 0; u < kSteps; ++u) compute(s + u, kActOrder ? b.group[u] : 0, b.raw[u], b.xr[u]);
+  };
+
+  int s = begin;
+  const int batches = full_end > begin ? (full_end - begin) / kSteps : 0;
+  Batch ba, bb;
+  if (batches > 0) load_weights(ba, s);
+  if (begin < end) {  // the meta of the warp's first groups into L1 (groups are monotone in the step)
+    const int first = group_of_step(begin);
+    const int last = min(group_of_step(end - 1), first + kPrefetchGroups - 1);
+    for (int gi = first; gi <= last; ++gi) {
+      asm volatile("prefetch.global.L1 [%0];" ::"l"(p.zeros + meta_at(gi)));
+      asm volatile("prefetch.global.L1 [%0];" ::"l"(scales + meta_at(gi)));
     }
-    flush();
-    woq_detail::finish<T, kColTiles>(acc, p, tile, split, parity);
   }
-  pdl_wait();  // a block with no unit (never launched by the host) still orders itself after the previous kernel
+  pdl_wait();
+  if (batches > 0) load_rest(ba, s);
+  for (int i = 0; i < batches; i += 2) {
+    if (i + 1 < batches) {
+      load_weights(bb, s + kSteps);
+      load_rest(bb, s + kSteps);
+    }
+    compute_batch(ba, s);
+    s += kSteps;
+    if (i + 1 >= batches) break;
+    if (i + 2 < batches) {
+      load_weights(ba, s + kSteps);
+      load_rest(ba, s + kSteps);
+    }
+    compute_batch(bb, s);
+    s += kSteps;
+  }
+  // The last, partial batch: every step and block checked.
+  for (; s < end; s += kSteps) {
+    Batch& b = ba;
+    bool ok[kSteps];
+#pragma unroll
+    for (int u = 0; u < kSteps; ++u) {
+      const int64_t block = static_cast<int64_t>(s + u) * 4 + t;
+      ok[u] = (s + u < end) && block < blocks;
+#pragma unroll
+      for (int w = 0; w < kWords; ++w)
+        b.raw[u][w] = load_stream_16_if(Traits::word(p.qweight, n, ok[u] ? block : 0, w, col), ok[u]);
+#pragma unroll
+      for (int j = 0; j < kColTiles; ++j) woq_detail::load_x<kCodes>(b.xr[u][j], x_row[j], block * kCodes, ok[u]);
+      if constexpr (kActOrder) b.group[u] = s + u < end ? group_of_step(s + u) : 0;
+    }
+#pragma unroll
+    for (int u = 0; u < kSteps; ++u) {
+      if (s + u >= end) break;
+      compute(s + u, kActOrder ? b.group[u] : 0, b.raw[u], b.xr[u]);
+    }
+  }
+  flush();
+
+  woq_detail::finish<T, kColTiles>(acc, p);
 }
 
 }  // namespace tpq::kernels

@@ -26,9 +26,8 @@ struct WoqGemvParams {
   int rows;
   int group_size;
   int group_shift;      // log2(group_size) when a power of two, else -1
-  int steps_per_split;  // steps (4 blocks of codes each) that one split of K covers
+  int steps_per_split;  // steps (4 blocks of codes each) that one blockIdx.y covers
   int splits;
-  int max_blocks;  // the grouped GEMV runs units (tile, split) on at most this many blocks (those resident at once)
 };
 
 // Dequantization to a dense [n, k] weight: W[c, col(r)] for every stored row r.

@@ -78,10 +78,10 @@ void launch_gemv(Context::CudaResources& res, DType dtype, const WoqWeights& w, 
     // Split K across blocks when that fills the GPU better: the split count whose blocks come closest to whole
     // waves of resident blocks, as long as every warp keeps at least one step and the context's split-K scratch
     // (one counter per tile, shared with the dense GEMV) covers the tiles.
-    const int resident =
-        res.sm_count * woq_gemv_blocks_per_sm(w.bits, dense_type(dtype), static_cast<int>(mm), grouped);
     int splits = 1;
     if (tiles <= res.gemv_max_tiles) {
+      const int resident =
+          res.sm_count * woq_gemv_blocks_per_sm(w.bits, dense_type(dtype), static_cast<int>(mm), grouped);
       const size_t fit = res.gemv_partial_floats / static_cast<size_t>(mm * w.n);
       const auto efficiency = [&](int s) {
         const double waves = static_cast<double>(tiles) * s / resident;
@@ -112,8 +112,7 @@ void launch_gemv(Context::CudaResources& res, DType dtype, const WoqWeights& w, 
                                    .group_size = static_cast<int>(group_size),
                                    .group_shift = w.group_size >= w.rows ? 31 : shift_of(group_size),
                                    .steps_per_split = steps_per_split,
-                                   .splits = splits,
-                                   .max_blocks = resident};
+                                   .splits = splits};
     TPQ_CUDA_CHECK(launch_woq_gemv(w.bits, dense_type(dtype), p, grouped, stream, pdl_enabled(res)));
   }
 }

@@ -59,21 +59,16 @@ int blocks_per_sm() {
 
 template <int kBits, typename T, int kColTiles, bool kGrouped>
 cudaError_t launch_gemv_kernel(const kernels::WoqGemvParams& p, cudaStream_t stream, bool pdl) {
-  const int tiles = (p.n + kernels::kWoqTileCols - 1) / kernels::kWoqTileCols;
+  const dim3 grid(static_cast<unsigned>((p.n + kernels::kWoqTileCols - 1) / kernels::kWoqTileCols),
+                  static_cast<unsigned>(p.splits), 1);
   if constexpr (kGrouped) {
-    // Persistent: at most the resident blocks, each running units (tile, split) in turn.
-    const dim3 grid(static_cast<unsigned>(std::max(1, std::min(tiles * p.splits, p.max_blocks))));
     if (p.g_idx != nullptr) {
       return kernels::launch_kernel(gemv_kernel<kBits, T, kColTiles, true, true>(), grid,
                                     dim3(kernels::kWoqWarps * 32), 0, stream, pdl, p);
     }
-    return kernels::launch_kernel(gemv_kernel<kBits, T, kColTiles, true>(), grid, dim3(kernels::kWoqWarps * 32), 0,
-                                  stream, pdl, p);
-  } else {
-    const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(p.splits), 1);
-    return kernels::launch_kernel(gemv_kernel<kBits, T, kColTiles, false>(), grid, dim3(kernels::kWoqWarps * 32), 0,
-                                  stream, pdl, p);
   }
+  return kernels::launch_kernel(gemv_kernel<kBits, T, kColTiles, kGrouped>(), grid, dim3(kernels::kWoqWarps * 32), 0,
+                                stream, pdl, p);
 }
 
 template <int kBits, typename T, int kColTiles>
