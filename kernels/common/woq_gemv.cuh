@@ -8,10 +8,12 @@
 //  - A block owns a tile of 32 output columns; its 8 warps split K. Lane (g, t) owns columns 4g..4g+3 of the tile
 //    and, per step, block of codes 4·step + t: one 16-byte load per packed word reads that block for its 4
 //    columns, and a warp's load covers 4 blocks × 32 columns = 4 full 128-byte lines.
-//  - kUnroll steps of loads are issued before the first is used; the weights, zero points, scales and group
-//    indices are constant during a forward, so they are requested before the programmatic-dependent-launch wait.
-//  - Codes become bf16/f16 pairs (woq_decode.cuh) and go through m16n8k16 tensor-core MMAs: W is the A operand (16 rows = the lane's columns 0/1, then 2/3, for lanes g = 0..7), x the B operand
-//    (8 rows of M per column tile; a second tile for M in 9..16). A dot product does not care in which order K is
+//  - Many steps of loads are in flight per lane (the general kernel: kUnroll steps issued before the first is used;
+//    the grouped one: double-buffered batches). The weights, zero points, scales and group indices are constant
+//    during a forward, so the first of them are requested before the programmatic-dependent-launch wait.
+//  - Codes become bf16/f16 pairs (woq_decode.cuh) and go through m16n8k16 tensor-core MMAs: W is the A operand (16
+//    rows = the lane's columns 0/1, then 2/3, for lanes g = 0..7), x the B operand (8 rows of M per column tile; a
+//    second tile for M in 9..16). A dot product does not care in which order K is
 //    summed, so each lane feeds its own block's codes as the K positions the fragment layout gives it and reads x
 //    in the same order: no shuffles, and M up to 16 costs almost nothing more than M = 1.
 //  - Two kernels. woq_gemv_grouped_kernel (the usual one) feeds the codes themselves to the MMA and applies zero
@@ -23,11 +25,11 @@
 // Requirements (checked by the host): n % 4 == 0, rows a multiple of the block, 16-byte aligned x and qweight
 // (8-byte at 8 bits), 1 <= m <= 8 · kColTiles, every block (grouped: every step) inside one group.
 //
-// Measured on an H200 (bf16, graph-timed): the grouped kernel streams 4-bit g128 at about 30–53 % of the read
-// bandwidth at M = 1 (llama8b o 30 %, gate_up 53 %), 1.9–2.4x cuBLAS bf16; 8-bit at 44–68 %. In steady state a
-// block streams a batch in about the time DRAM needs for it; what remains is a fixed cost of about 2.5 µs per block
-// (its first loads' latency and the reduction), paid once per wave of blocks. A persistent variant that hides it
-// was slower as written (git history: "Experiment: persistent grouped GEMV").
+// Measured on an H200 (bf16, graph-timed): the grouped kernel streams 4-bit g128 at about 29–52 % of the read
+// bandwidth at M = 1 (llama8b o 29 %, gate_up 52 %), 1.9–2.4x cuBLAS bf16; 8-bit at 43–67 %. A block takes about
+// 1 µs per batch of 4 steps plus about 2.5 µs that does not shrink with fewer batches; two persistent variants
+// (the next unit prefetched into registers, or into L2) were slower (git history: "Experiment: persistent grouped
+// GEMV", benchmarks/results/README.md).
 #include <cstdint>
 
 #include "kernels/common/float_convert.cuh"
