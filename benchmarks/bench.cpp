@@ -1,6 +1,6 @@
 // tpq_bench: the one benchmark driver (DESIGN.md section 6).
 //
-//   tpq_bench [--format unquant,...] [--m 1,8,32,128,512,4096] [--shapes llama8b,llama70b_tp8 | --n N --k K]
+//   tpq_bench [--format unquant,...] [--m 1,8,16,32,128,512,4096] [--shapes llama8b,llama70b_tp8 | --n N --k K]
 //             [--dtype bf16|f16] [--iters 20] [--graph-calls 20] [--json FILE]
 //
 // Each run measures the device's read bandwidth first (a read-only sweep over 4 GiB with 16-byte loads), then,
@@ -59,7 +59,7 @@ const std::vector<Shape>& shape_set(const std::string& name) {
 
 struct Options {
   std::vector<std::string> formats;  // empty: all registered
-  std::vector<int64_t> ms = {1, 8, 32, 128, 512, 4096};
+  std::vector<int64_t> ms = {1, 8, 16, 32, 128, 512, 4096};
   std::vector<Shape> shapes;
   DType dtype = DType::BF16;
   int iters = 20;
@@ -94,7 +94,7 @@ void usage() {
   std::string names;
   for (const auto& f : format_registry()) names += (names.empty() ? "" : ",") + f.name;
   fmt::print(
-      "usage: tpq_bench [--format {}] [--m 1,8,32,128,512,4096]\n"
+      "usage: tpq_bench [--format {}] [--m 1,8,16,32,128,512,4096]\n"
       "                 [--shapes llama8b,llama70b_tp8 | --n N --k K] [--dtype bf16|f16]\n"
       "                 [--iters 20] [--graph-calls 20] [--json FILE]\n",
       names);
