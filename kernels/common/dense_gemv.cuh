@@ -22,6 +22,7 @@
 #include "kernels/common/dense_params.hpp"
 #include "kernels/common/float_convert.cuh"
 #include "kernels/common/ptx_ops.cuh"
+#include "kernels/common/split_k.cuh"
 
 namespace tpq::kernels {
 
@@ -147,30 +148,14 @@ __global__ void __launch_bounds__(kGemvWarps * 32, 2) dense_gemv_kernel(const De
   const T* bias = static_cast<const T*>(p.bias);
   T* y = static_cast<T*>(p.y);
 
-  if (p.splits == 1) {
-    if (active) {
-      if (bias != nullptr) v += to_float(bias[row]);
-      y[static_cast<int64_t>(col) * n + row] = from_float<T>(v);
-    }
-    return;
-  }
-
-  // Split-K: publish this block's partial sums, and let the last block of the tile add them up.
-  if (active) p.partials[(static_cast<int64_t>(blockIdx.y) * m + col) * n + row] = v;
-  __threadfence();
-  __syncthreads();
-  __shared__ bool is_last;
-  if (threadIdx.x == 0) is_last = atomicAdd(&p.tile_counters[tile], 1u) == static_cast<unsigned>(p.splits - 1);
-  __syncthreads();
-  if (!is_last) return;
-  __threadfence();
-  if (active) {
-    float sum = 0.0f;
-    for (int sp = 0; sp < p.splits; ++sp) sum += __ldcg(&p.partials[(static_cast<int64_t>(sp) * m + col) * n + row]);
-    if (bias != nullptr) sum += to_float(bias[row]);
-    y[static_cast<int64_t>(col) * n + row] = from_float<T>(sum);
-  }
-  if (threadIdx.x == 0) p.tile_counters[tile] = 0;  // ready for the next launch
+  const float vs[1] = {v};
+  const bool actives[1] = {active};
+  const int cols[1] = {col}, rows[1] = {row};
+  finish_tile(vs, actives, cols, rows, p.partials, p.tile_counters, tile, blockIdx.y, p.splits, m, n,
+              [&](float sum, int) {
+                if (bias != nullptr) sum += to_float(bias[row]);
+                y[static_cast<int64_t>(col) * n + row] = from_float<T>(sum);
+              });
 }
 
 }  // namespace tpq::kernels

@@ -58,6 +58,11 @@ __device__ __forceinline__ uint4 load_cached_16_if(const void* p, bool pred) {
   return r;
 }
 
+// 32-bit word c (0..3, known at compile time after unrolling) of a 16-byte load.
+__device__ __forceinline__ uint32_t component(const uint4& v, int c) {
+  return c == 0 ? v.x : c == 1 ? v.y : c == 2 ? v.z : v.w;
+}
+
 // (a & b) | c in one LOP3 (ptxas does not always merge the two operations itself).
 __device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t b, uint32_t c) {
   uint32_t d;

@@ -34,16 +34,13 @@
 
 #include "kernels/common/float_convert.cuh"
 #include "kernels/common/ptx_ops.cuh"
+#include "kernels/common/split_k.cuh"
 #include "kernels/common/woq_decode.cuh"
 #include "kernels/common/woq_params.hpp"
 
 namespace tpq::kernels {
 
 namespace woq_detail {
-
-__device__ __forceinline__ uint32_t component(const uint4& v, int c) {
-  return c == 0 ? v.x : c == 1 ? v.y : c == 2 ? v.z : v.w;
-}
 
 // Halves i and j (both of the same parity) of the lane's activations, as one pair.
 template <int kRegs>
@@ -142,38 +139,11 @@ __device__ __forceinline__ void finish(const float (&acc)[kColTiles][2][4], cons
   const T* bias = static_cast<const T*>(p.bias);
   T* y = static_cast<T*>(p.y);
 
-  if (p.splits == 1) {
-#pragma unroll
-    for (int r = 0; r < kPerThread; ++r) {
-      if (!active[r]) continue;
-      float o = v[r];
-      if (bias != nullptr) o += to_float(bias[out_n[r]]);
-      y[static_cast<int64_t>(out_m[r]) * n + out_n[r]] = from_float<T>(o);
-    }
-    return;
-  }
-
-  // Split-K: publish this block's partial sums, and let the last block of the tile add them up.
-#pragma unroll
-  for (int r = 0; r < kPerThread; ++r)
-    if (active[r]) p.partials[(static_cast<int64_t>(blockIdx.y) * m + out_m[r]) * n + out_n[r]] = v[r];
-  __threadfence();
-  __syncthreads();
-  __shared__ bool is_last;
-  if (threadIdx.x == 0) is_last = atomicAdd(&p.tile_counters[tile], 1u) == static_cast<unsigned>(p.splits - 1);
-  __syncthreads();
-  if (!is_last) return;
-  __threadfence();
-#pragma unroll
-  for (int r = 0; r < kPerThread; ++r) {
-    if (!active[r]) continue;
-    float sum = 0.0f;
-    for (int sp = 0; sp < p.splits; ++sp)
-      sum += __ldcg(&p.partials[(static_cast<int64_t>(sp) * m + out_m[r]) * n + out_n[r]]);
-    if (bias != nullptr) sum += to_float(bias[out_n[r]]);
-    y[static_cast<int64_t>(out_m[r]) * n + out_n[r]] = from_float<T>(sum);
-  }
-  if (threadIdx.x == 0) p.tile_counters[tile] = 0;  // ready for the next launch
+  finish_tile(v, active, out_m, out_n, p.partials, p.tile_counters, tile, blockIdx.y, p.splits, m, n,
+              [&](float sum, int r) {
+                if (bias != nullptr) sum += to_float(bias[out_n[r]]);
+                y[static_cast<int64_t>(out_m[r]) * n + out_n[r]] = from_float<T>(sum);
+              });
 }
 
 }  // namespace woq_detail
@@ -244,7 +214,7 @@ __global__ void __launch_bounds__(kWoqWarps * 32) woq_gemv_kernel(const WoqGemvP
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
 #pragma unroll
-        for (int w = 0; w < kWords; ++w) words[c][w] = woq_detail::component(raw[u][w], c);
+        for (int w = 0; w < kWords; ++w) words[c][w] = component(raw[u][w], c);
       }
 #pragma unroll
       for (int q = 0; q < kCodes / 4; ++q) {
@@ -378,7 +348,7 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
 #pragma unroll
     for (int c = 0; c < 4; ++c) {
 #pragma unroll
-      for (int w = 0; w < kWords; ++w) words[c][w] = woq_detail::component(raw[w], c);
+      for (int w = 0; w < kWords; ++w) words[c][w] = component(raw[w], c);
     }
 #pragma unroll
     for (int q = 0; q < kCodes / 4; ++q) {

@@ -29,6 +29,7 @@
 
 #include "kernels/common/float_convert.cuh"
 #include "kernels/common/ptx_ops.cuh"
+#include "kernels/common/split_k.cuh"
 #include "kernels/fp8/params.hpp"
 #include "kernels/fp8/traits.hpp"
 
@@ -61,10 +62,6 @@ __device__ __forceinline__ uint32_t from_f16x2<__nv_bfloat16>(uint32_t h) {
   return out;
 }
 
-__device__ __forceinline__ uint32_t word(const uint4& v, int i) {
-  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
-}
-
 // The 4 MMAs of one 16-byte chunk: weights of rows g (lo) and g+8 (hi), x chunk xa (elements 0..7) and xb (8..15).
 template <typename T>
 __device__ __forceinline__ void mma_chunk(float (&acc)[4], const uint4& wl, const uint4& wh, const uint4& xa,
@@ -72,10 +69,10 @@ __device__ __forceinline__ void mma_chunk(float (&acc)[4], const uint4& wl, cons
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     uint32_t l0, l1, h0, h1;
-    e4m3x4_to_f16x4(word(wl, i), l0, l1);
-    e4m3x4_to_f16x4(word(wh, i), h0, h1);
+    e4m3x4_to_f16x4(component(wl, i), l0, l1);
+    e4m3x4_to_f16x4(component(wh, i), h0, h1);
     const uint4& xv = i < 2 ? xa : xb;
-    const uint32_t b0 = word(xv, (i & 1) * 2), b1 = word(xv, (i & 1) * 2 + 1);
+    const uint32_t b0 = component(xv, (i & 1) * 2), b1 = component(xv, (i & 1) * 2 + 1);
     mma_m16n8k16<T>(acc, from_f16x2<T>(l0), from_f16x2<T>(h0), from_f16x2<T>(l1), from_f16x2<T>(h1), b0, b1);
   }
 }
@@ -222,33 +219,8 @@ __global__ void __launch_bounds__(kFp8GemvWarps * 32) fp8_weight_only_gemv_kerne
     y[static_cast<int64_t>(c) * n + r] = from_float<T>(out);
   };
 
-  if (p.splits == 1) {
-#pragma unroll
-    for (int j = 0; j < kPerThread; ++j)
-      if (active[j]) finish(v[j], row[j], col[j]);
-    return;
-  }
-
-  // Split-K: publish this block's partial sums, and let the last block of the tile add them up.
-#pragma unroll
-  for (int j = 0; j < kPerThread; ++j)
-    if (active[j]) p.partials[(static_cast<int64_t>(blockIdx.y) * m + col[j]) * n + row[j]] = v[j];
-  __threadfence();
-  __syncthreads();
-  __shared__ bool is_last;
-  if (threadIdx.x == 0) is_last = atomicAdd(&p.tile_counters[tile], 1u) == static_cast<unsigned>(p.splits - 1);
-  __syncthreads();
-  if (!is_last) return;
-  __threadfence();
-#pragma unroll
-  for (int j = 0; j < kPerThread; ++j) {
-    if (!active[j]) continue;
-    float sum = 0.0f;
-    for (int sp = 0; sp < p.splits; ++sp)
-      sum += __ldcg(&p.partials[(static_cast<int64_t>(sp) * m + col[j]) * n + row[j]]);
-    finish(sum, row[j], col[j]);
-  }
-  if (threadIdx.x == 0) p.tile_counters[tile] = 0;  // ready for the next launch
+  finish_tile(v, active, col, row, p.partials, p.tile_counters, tile, blockIdx.y, p.splits, m, n,
+              [&](float sum, int j) { finish(sum, row[j], col[j]); });
 }
 
 }  // namespace tpq::kernels
