@@ -13,39 +13,15 @@
 #include <string>
 #include <vector>
 
+#include "tests/common/device_buffer.hpp"
 #include "tpq/core/context.hpp"
 #include "tpq/core/dtype.hpp"
 #include "tpq/detail/cuda_check.hpp"
 
 namespace tpq::bench {
 
-// Device memory owned by the benchmark (cudaMalloc/cudaFree; setup may allocate, forwards may not).
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) { TPQ_CUDA_CHECK(cudaMalloc(&ptr_, bytes > 0 ? bytes : 1)); }
-  ~DeviceBuffer() {
-    if (ptr_ != nullptr) (void)cudaFree(ptr_);
-  }
-  DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_) {
-    o.ptr_ = nullptr;
-    o.bytes_ = 0;
-  }
-  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
-    std::swap(ptr_, o.ptr_);
-    std::swap(bytes_, o.bytes_);
-    return *this;
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-
-  void* get() const { return ptr_; }
-  size_t bytes() const { return bytes_; }
-
- private:
-  void* ptr_ = nullptr;
-  size_t bytes_ = 0;
-};
+// Device memory owned by the benchmark (setup may allocate, forwards may not).
+using test::DeviceBuffer;
 
 // One timed problem: y[m, n] = x[m, k] · W[n, k]ᵀ in `dtype` (BF16 or F16), no bias.
 struct BenchProblem {

@@ -4,11 +4,18 @@
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <random>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
+#include <vector>
+
+#include "tests/common/device_buffer.hpp"
+#include "tpq/core/context.hpp"
 
 namespace tpq::test {
 
@@ -34,36 +41,6 @@ class CudaTestWithParam : public CudaTest, public ::testing::WithParamInterface<
     ASSERT_EQ(tpq_test_err_, cudaSuccess) << #expr << ": " << cudaGetErrorString(tpq_test_err_);             \
   } while (0)
 
-// Device memory owned by a test (cudaMalloc; the tests themselves may allocate freely).
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
-    if (cudaMalloc(&ptr_, bytes > 0 ? bytes : 1) != cudaSuccess) {
-      ptr_ = nullptr;
-      throw std::runtime_error("cudaMalloc of " + std::to_string(bytes) + " bytes failed");
-    }
-  }
-  ~DeviceBuffer() {
-    if (ptr_ != nullptr) (void)cudaFree(ptr_);
-  }
-  DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_) { o.ptr_ = nullptr; }
-  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
-    std::swap(ptr_, o.ptr_);
-    std::swap(bytes_, o.bytes_);
-    return *this;
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-
-  void* get() const { return ptr_; }
-  size_t bytes() const { return bytes_; }
-
- private:
-  void* ptr_ = nullptr;
-  size_t bytes_ = 0;
-};
-
 // A non-blocking stream owned by a test.
 class Stream {
  public:
@@ -79,5 +56,53 @@ class Stream {
  private:
   cudaStream_t stream_ = nullptr;
 };
+
+// Stream-ordered memory whose every allocation starts as NaN bytes (0xFF: NaN in bf16, f16, f32 and e4m3), so an
+// unwritten output or temporary shows up as NaN.
+class PoisonAllocator final : public Allocator {
+ public:
+  void* allocate(size_t bytes, Device device, StreamHandle stream) override {
+    void* p = nullptr;
+    if (cudaSetDevice(device.index) != cudaSuccess || cudaMallocAsync(&p, bytes > 0 ? bytes : 1, stream) != cudaSuccess)
+      throw std::runtime_error("cudaMallocAsync failed");
+    if (cudaMemsetAsync(p, 0xFF, bytes > 0 ? bytes : 1, stream) != cudaSuccess)
+      throw std::runtime_error("cudaMemsetAsync failed");
+    return p;
+  }
+  void deallocate(void* p, size_t, Device, StreamHandle stream) noexcept override { (void)cudaFreeAsync(p, stream); }
+};
+
+// A seed for random test data, different on every run (tests print it on failure).
+inline uint64_t fresh_seed() {
+  std::random_device rd;
+  return (static_cast<uint64_t>(rd()) << 32) ^ rd();
+}
+
+// The oracle of the linear tests: y[m, n] = x[m, k]·w[n, k]ᵀ (+ bias[n]) in float64, over values already rounded
+// to what the device sees; output columns are spread over up to 32 threads.
+inline std::vector<double> reference_linear(const std::vector<double>& x, const std::vector<double>& w,
+                                            const double* bias, int64_t m, int64_t n, int64_t k) {
+  std::vector<double> y(static_cast<size_t>(m * n));
+  const int threads = static_cast<int>(std::clamp<int64_t>(std::thread::hardware_concurrency(), 1, 32));
+  std::vector<std::thread> pool;
+  const int64_t step = (n + threads - 1) / threads;
+  for (int t = 0; t < threads; ++t) {
+    const int64_t n0 = t * step, n1 = std::min(n, n0 + step);
+    if (n0 >= n1) break;
+    pool.emplace_back([&, n0, n1] {
+      for (int64_t j = n0; j < n1; ++j) {
+        const double* wr = w.data() + j * k;
+        for (int64_t i = 0; i < m; ++i) {
+          const double* xr = x.data() + i * k;
+          double acc = 0.0;
+          for (int64_t l = 0; l < k; ++l) acc += xr[l] * wr[l];
+          y[static_cast<size_t>(i * n + j)] = acc + (bias ? bias[j] : 0.0);
+        }
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  return y;
+}
 
 }  // namespace tpq::test

@@ -47,11 +47,6 @@ class Rng {
   uint64_t state_;
 };
 
-uint64_t fresh_seed() {
-  std::random_device rd;
-  return (static_cast<uint64_t>(rd()) << 32) ^ rd();
-}
-
 uint16_t f16_bits(float f) {
   const _Float16 h = static_cast<_Float16>(f);  // round to nearest even
   uint16_t b;
@@ -112,32 +107,6 @@ HostData random_data(DType dtype, int64_t count, Rng& rng) {
     d.values[static_cast<size_t>(i)] = decode(dtype, p);
   }
   return d;
-}
-
-// y = x·Wᵀ + bias in float64, over the exact (already rounded) input values.
-std::vector<double> reference(const std::vector<double>& x, const std::vector<double>& w, const double* bias,
-                              int64_t m, int64_t n, int64_t k) {
-  std::vector<double> y(static_cast<size_t>(m * n));
-  const int threads = static_cast<int>(std::clamp<int64_t>(std::thread::hardware_concurrency(), 1, 32));
-  std::vector<std::thread> pool;
-  const int64_t step = (n + threads - 1) / threads;
-  for (int t = 0; t < threads; ++t) {
-    const int64_t n0 = t * step, n1 = std::min(n, n0 + step);
-    if (n0 >= n1) break;
-    pool.emplace_back([&, n0, n1] {
-      for (int64_t j = n0; j < n1; ++j) {
-        const double* wr = w.data() + j * k;
-        for (int64_t i = 0; i < m; ++i) {
-          const double* xr = x.data() + i * k;
-          double acc = 0.0;
-          for (int64_t l = 0; l < k; ++l) acc += xr[l] * wr[l];
-          y[static_cast<size_t>(i * n + j)] = acc + (bias ? bias[j] : 0.0);
-        }
-      }
-    });
-  }
-  for (auto& th : pool) th.join();
-  return y;
 }
 
 double tolerance(DType dtype) {
@@ -205,7 +174,7 @@ struct Problem {
     x = random_data(c.dtype, c.m * c.k, rng);
     w = random_data(c.dtype, c.n * c.k, rng);
     if (c.bias) b = random_data(c.dtype, c.n, rng);
-    ref = reference(x.values, w.values, c.bias ? b.values.data() : nullptr, c.m, c.n, c.k);
+    ref = reference_linear(x.values, w.values, c.bias ? b.values.data() : nullptr, c.m, c.n, c.k);
     dx = DeviceBuffer(x.bytes.size());
     dw = DeviceBuffer(w.bytes.size());
     db = DeviceBuffer(std::max<size_t>(b.bytes.size(), 1));
@@ -380,12 +349,12 @@ TEST_F(CudaTest, ChainedGemvsSeeTheirInputs) {
   std::vector<uint8_t> y1(dy1.bytes()), y2(dy2.bytes());
   TPQ_TEST_CUDA(cudaMemcpy(y1.data(), dy1.get(), y1.size(), cudaMemcpyDeviceToHost));
   TPQ_TEST_CUDA(cudaMemcpy(y2.data(), dy2.get(), y2.size(), cudaMemcpyDeviceToHost));
-  const std::vector<double> ref1 = reference(x.values, w1.values, nullptr, m, n1, k);
+  const std::vector<double> ref1 = reference_linear(x.values, w1.values, nullptr, m, n1, k);
   EXPECT_TRUE(matches_reference(DType::BF16, y1, ref1, "first GEMV"));
   // The second layer's reference starts from the bf16 y1 the device produced (its actual input).
   std::vector<double> y1_values(static_cast<size_t>(m * n1));
   for (size_t i = 0; i < y1_values.size(); ++i) y1_values[i] = decode(DType::BF16, y1.data() + 2 * i);
-  const std::vector<double> ref2 = reference(y1_values, w2.values, nullptr, m, n2, n1);
+  const std::vector<double> ref2 = reference_linear(y1_values, w2.values, nullptr, m, n2, n1);
   EXPECT_TRUE(matches_reference(DType::BF16, y2, ref2, "second GEMV"));
 }
 

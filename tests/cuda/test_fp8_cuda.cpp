@@ -32,24 +32,6 @@
 namespace tpq::test {
 namespace {
 
-// Stream-ordered memory poisoned with 0xFF bytes (NaN in bf16, f16, f32 and e4m3).
-class PoisonAllocator final : public Allocator {
- public:
-  void* allocate(size_t bytes, Device, StreamHandle stream) override {
-    void* p = nullptr;
-    if (cudaMallocAsync(&p, bytes > 0 ? bytes : 1, stream) != cudaSuccess) throw std::runtime_error("cudaMallocAsync");
-    if (cudaMemsetAsync(p, 0xFF, bytes > 0 ? bytes : 1, stream) != cudaSuccess)
-      throw std::runtime_error("cudaMemsetAsync");
-    return p;
-  }
-  void deallocate(void* p, size_t, Device, StreamHandle stream) noexcept override { (void)cudaFreeAsync(p, stream); }
-};
-
-uint64_t fresh_seed() {
-  std::random_device rd;
-  return (static_cast<uint64_t>(rd()) << 32) ^ rd();
-}
-
 struct Fp8Case {
   Fp8ScaleKind kind;
   Fp8ActScheme act;

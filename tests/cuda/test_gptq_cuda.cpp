@@ -26,25 +26,6 @@
 namespace tpq::test {
 namespace {
 
-// Stream-ordered memory whose every allocation starts as NaN bytes (0xFF), so an unwritten output or temporary
-// shows up as NaN.
-class PoisonAllocator final : public Allocator {
- public:
-  void* allocate(size_t bytes, Device device, StreamHandle stream) override {
-    void* p = nullptr;
-    if (cudaSetDevice(device.index) != cudaSuccess || cudaMallocAsync(&p, bytes > 0 ? bytes : 1, stream) != cudaSuccess)
-      throw std::runtime_error("cudaMallocAsync failed");
-    if (cudaMemsetAsync(p, 0xFF, bytes, stream) != cudaSuccess) throw std::runtime_error("cudaMemsetAsync failed");
-    return p;
-  }
-  void deallocate(void* p, size_t, Device, StreamHandle stream) noexcept override { (void)cudaFreeAsync(p, stream); }
-};
-
-uint64_t fresh_seed() {
-  std::random_device rd;
-  return (static_cast<uint64_t>(rd()) << 32) ^ rd();
-}
-
 struct Spec {
   int bits;
   int64_t n, k;
@@ -115,24 +96,7 @@ std::vector<double> reference(const Tensor& x, const QuantMethod& cpu) {
   const auto& w = dynamic_cast<const GptqLinear&>(cpu).weights();
   const std::vector<double> bv = w.bias ? w.bias->to_doubles() : std::vector<double>{};
   const int64_t m = x.dim(0), n = cpu.out_features(), k = cpu.in_features();
-  std::vector<double> y(static_cast<size_t>(m * n));
-  const int threads = static_cast<int>(std::clamp<unsigned>(std::thread::hardware_concurrency(), 1, 32));
-  std::vector<std::thread> pool;
-  const int64_t step = (n + threads - 1) / threads;
-  for (int t = 0; t < threads; ++t) {
-    const int64_t n0 = t * step, n1 = std::min(n, n0 + step);
-    if (n0 >= n1) break;
-    pool.emplace_back([&, n0, n1] {
-      for (int64_t j = n0; j < n1; ++j)
-        for (int64_t i = 0; i < m; ++i) {
-          double acc = bv.empty() ? 0.0 : bv[j];
-          for (int64_t l = 0; l < k; ++l) acc += xv[i * k + l] * wv[j * k + l];
-          y[static_cast<size_t>(i * n + j)] = acc;
-        }
-    });
-  }
-  for (auto& th : pool) th.join();
-  return y;
+  return reference_linear(xv, wv, bv.empty() ? nullptr : bv.data(), m, n, k);
 }
 
 double tolerance(DType dtype) { return dtype == DType::BF16 ? 1e-2 : dtype == DType::F16 ? 2e-3 : 1e-5; }
