@@ -343,15 +343,6 @@ void print_row(const Row& r) {
   std::fflush(stdout);
 }
 
-std::string utc_now() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[64];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S UTC", &tm);
-  return buf;
-}
-
 int run(int argc, char** argv) {
   const Options o = parse(argc, argv);
   int devices = 0;

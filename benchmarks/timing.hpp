@@ -1,8 +1,11 @@
 #pragma once
-// Timing pieces both benchmark drivers use: an RAII CUDA event, the time between two events, and a median.
+// Timing pieces both benchmark drivers use: an RAII CUDA event, the time between two events, a median, and the
+// wall-clock stamp of a run.
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <ctime>
+#include <string>
 #include <vector>
 
 #include "tpq/detail/cuda_check.hpp"
@@ -33,6 +36,16 @@ T median(std::vector<T> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
   return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / T(2);
+}
+
+// Now, in UTC, for the header of a recorded run.
+inline std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S UTC", &tm);
+  return buf;
 }
 
 }  // namespace tpq::bench

@@ -13,6 +13,7 @@
 #include <thread>
 #include <type_traits>
 
+#include "src/collective_op.hpp"
 #include "tpq/core/convert.hpp"
 #include "tpq/dist/comm.hpp"
 
@@ -20,17 +21,8 @@ namespace tpq {
 
 namespace {
 
-enum class Op : uint8_t { kAllReduceSum, kAllGather, kBroadcast, kBarrier };
-
-std::string_view op_name(Op op) {
-  switch (op) {
-    case Op::kAllReduceSum: return "all_reduce_sum";
-    case Op::kAllGather: return "all_gather";
-    case Op::kBroadcast: return "broadcast";
-    case Op::kBarrier: return "barrier";
-  }
-  return "?";
-}
+using Op = detail::CollectiveOp;
+using detail::collective_name;
 
 bool reducible(DType t) {
   switch (t) {
@@ -144,7 +136,8 @@ class Group {
   std::shared_ptr<const Outcome> round(int rank, Post post) {
     std::unique_lock lock(mu_);
     if (aborted_)
-      fail(ErrorCode::kComm, "ThreadComm rank {}: {} on an aborted group: {}", rank, op_name(post.op), abort_reason_);
+      fail(ErrorCode::kComm, "ThreadComm rank {}: {} on an aborted group: {}", rank, collective_name(post.op),
+           abort_reason_);
     const uint64_t my_round = round_;
     posts_[rank] = std::move(post);
     if (++arrived_ == world_) {
@@ -158,7 +151,8 @@ class Group {
     // A completed round wins over a later abort: this rank's result is already computed.
     cv_.wait(lock, [&] { return round_ != my_round || aborted_; });
     if (round_ == my_round)
-      fail(ErrorCode::kComm, "ThreadComm rank {}: {} aborted: {}", rank, op_name(posts_[rank].op), abort_reason_);
+      fail(ErrorCode::kComm, "ThreadComm rank {}: {} aborted: {}", rank, collective_name(posts_[rank].op),
+           abort_reason_);
     // outcome_ is still this round's: the next round cannot complete before this rank posts to it.
     return outcome_;
   }
@@ -184,7 +178,8 @@ class Group {
     } catch (const Error& e) {
       outcome->error = e;
     } catch (const std::exception& e) {
-      outcome->error = Error(ErrorCode::kComm, fmt::format("ThreadComm {}: {}", op_name(posts_[0].op), e.what()));
+      outcome->error =
+          Error(ErrorCode::kComm, fmt::format("ThreadComm {}: {}", collective_name(posts_[0].op), e.what()));
     }
     return outcome;
   }

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <optional>
 
+#include "src/collective_op.hpp"
 #include "tpq/core/convert.hpp"
 #ifdef TPQ_WITH_CUDA
 #include "tpq/dist/nccl.hpp"
@@ -68,17 +69,8 @@ std::optional<MPI_Datatype> mpi_sum_type(DType t) {
 // MPI counts are int: large buffers go in pieces of this many elements.
 constexpr int64_t kMaxCount = int64_t{1} << 30;
 
-enum class Op : int64_t { kAllReduceSum = 1, kAllGather, kBroadcast, kBarrier };
-
-std::string_view op_name(Op op) {
-  switch (op) {
-    case Op::kAllReduceSum: return "all_reduce_sum";
-    case Op::kAllGather: return "all_gather";
-    case Op::kBroadcast: return "broadcast";
-    case Op::kBarrier: return "barrier";
-  }
-  return "?";
-}
+using Op = detail::CollectiveOp;
+using detail::collective_name;
 
 // Why a rank's own arguments are bad; travels in the signature so every rank can name the culprit.
 enum class Bad : int64_t { kNone = 0, kUndefined, kNotCpu, kDType, kDim, kRoot, kSubByte };
@@ -120,7 +112,7 @@ struct Signature {
 
   std::string str() const {
     const auto o = static_cast<Op>(op);
-    std::string s(op_name(o));
+    std::string s(collective_name(o));
     if (o != Op::kBarrier && ndim >= 0) {
       std::vector<int64_t> shown(dims.begin(), dims.begin() + std::min<int64_t>(ndim, kSigDims));
       s += fmt::format(" {}[{}{}] {}", dtype_name(static_cast<DType>(dtype)), fmt::join(shown, ", "),

@@ -397,7 +397,7 @@ TEST(GptqSharding, ActOrderRowShardKeepsOnlyTheGroupsItUses) {
   for (int64_t kk = 0; kk < k; ++kk)
     for (int64_t j = 0; j < n; ++j) {
       const int64_t gg = g_idx[kk];
-      full[j * k + kk] = scales[gg * n + j] * (double{codes[kk * n + j]} - zeros[gg * n + j]);
+      full[j * k + kk] = scales[gg * n + j] * (static_cast<double>(codes[kk * n + j]) - zeros[gg * n + j]);
     }
   run_ranks(2, [&](int rank, Comm& comm) {
     std::shared_ptr<Comm> c(&comm, [](Comm*) {});
