@@ -16,6 +16,7 @@
 
 #include "kernels/awq/reference.hpp"
 #include "kernels/gptq/reference.hpp"
+#include "tests/common/error_of.hpp"
 #include "tpq/dist/comm.hpp"
 #include "tpq/io/safetensors.hpp"
 #include "tpq/layers/parallel.hpp"
@@ -23,6 +24,7 @@
 #include "tpq/quant/registry.hpp"
 
 using namespace tpq;
+using test::error_of;
 using io::MemorySource;
 using io::VarBuilder;
 namespace fs = std::filesystem;
@@ -138,18 +140,6 @@ std::vector<double> columns(const std::vector<double>& w, int64_t n, int64_t k, 
   std::vector<double> out;
   for (int64_t j = 0; j < n; ++j) out.insert(out.end(), w.begin() + j * k + start, w.begin() + j * k + start + len);
   return out;
-}
-
-template <typename F>
-std::string error_of(F&& f, ErrorCode code) {
-  try {
-    f();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    return e.what();
-  }
-  ADD_FAILURE() << "expected an error";
-  return {};
 }
 
 // A TensorSource that records what is read, to check that shards read only their bytes and that alignment errors

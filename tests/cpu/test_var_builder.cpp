@@ -2,11 +2,13 @@
 // default dtype and device, and the messages a user sees when a name or a shape is wrong.
 #include <gtest/gtest.h>
 
+#include "tests/common/error_of.hpp"
 #include "tpq/io/safetensors.hpp"
 #include "tpq/io/var_builder.hpp"
 #include "tpq/tpq.hpp"
 
 using namespace tpq;
+using test::error_of;
 using namespace tpq::io;
 namespace fs = std::filesystem;
 
@@ -18,18 +20,6 @@ Tensor iota(const Shape& s, DType dtype = DType::F32) {
   std::vector<float> v(shape_numel(s));
   for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(i);
   return Tensor::from_floats(v, s, dtype);
-}
-
-template <typename F>
-std::string error_of(F&& f, ErrorCode code) {
-  try {
-    f();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    return e.what();
-  }
-  ADD_FAILURE() << "expected an error";
-  return {};
 }
 
 bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
