@@ -161,6 +161,21 @@ TEST_P(GptqCuda, GemvDequantizeAndPrefillMatchTheCpuReference) {
   }
 }
 
+// The decode GEMV adds partial sums of a tile in a fixed order (split-K blocks, or the streaming warps of the
+// grouped GEMV): the same input gives the same bits, launch after launch.
+TEST_P(GptqCuda, DecodeIsBitwiseRepeatable) {
+  const Spec& s = GetParam();
+  std::mt19937_64 rng(fresh_seed());
+  const QuantMethodPtr cpu = random_layer(s, DType::BF16, rng);
+  const QuantMethodPtr gpu = deserialize_linear(cpu->serialize(), Device::cuda(0));
+  for (int64_t m : {1, 16}) {
+    const Tensor xd = random_x(m, s.k, DType::BF16, rng).to(Device::cuda(0));
+    const std::vector<double> first = host_values(gpu->forward(xd, *ctx_), *ctx_);
+    for (int i = 0; i < 3; ++i)
+      EXPECT_EQ(host_values(gpu->forward(xd, *ctx_), *ctx_), first) << "m=" << m << ", launch " << i + 2;
+  }
+}
+
 TEST_P(GptqCuda, GraphCaptureReplaysTheDecodePath) {
   const Spec& s = GetParam();
   std::mt19937_64 rng(fresh_seed());
@@ -223,6 +238,8 @@ const std::vector<Spec> kSpecs = {
     // Group -1 (one group over K) and a group of 32.
     {4, 1024, 2048, -1, true, false, false},
     {4, 1024, 2048, 32, false, false, false},
+    // One 32-column tile of two batches: a single streaming warp.
+    {4, 8, 256, 128, false, false, true},
     // K not a whole number of GEMV steps (177 blocks of 8 codes): the last step's missing blocks read as zeros.
     {4, 264, 1416, -1, false, false, true},
     {8, 264, 1412, -1, true, false, false},
