@@ -577,19 +577,37 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
     arrived = __shfl_sync(0xFFFFFFFFu, arrived, 0);
     if (arrived != static_cast<unsigned>(w_last - w_first)) continue;
     __threadfence();
+    // The tile's warps after the first all start inside it (slot 2w); the first starts inside it only when it
+    // starts at the tile's first batch. Slots in batches of kSlotBatch, all loads of a batch in flight at once,
+    // added in warp order.
+    const int first_slot = 2 * w_first + (first_batch(w_first) == tile_begin ? 0 : 1);
+    constexpr int kSlotBatch = 8 / kColTiles;
     float sum[kColTiles][2][4] = {};
 #pragma unroll 1
-    for (int w = w_first; w <= w_last; ++w) {
-      const int slot = 2 * w + (first_batch(w) / tile_batches == part_tile ? 0 : 1);
+    for (int w0 = w_first; w0 <= w_last; w0 += kSlotBatch) {
+      float4 v[kSlotBatch][kColTiles][2];
 #pragma unroll
-      for (int j = 0; j < kColTiles; ++j) {
+      for (int i = 0; i < kSlotBatch; ++i) {
+        const int w = min(w0 + i, w_last);
+        const int slot = w == w_first ? first_slot : 2 * w;
 #pragma unroll
-        for (int tr = 0; tr < 2; ++tr) {
-          const float4 v = __ldcg(slot_at(slot, j, tr));
-          sum[j][tr][0] += v.x;
-          sum[j][tr][1] += v.y;
-          sum[j][tr][2] += v.z;
-          sum[j][tr][3] += v.w;
+        for (int j = 0; j < kColTiles; ++j) {
+#pragma unroll
+          for (int tr = 0; tr < 2; ++tr) v[i][j][tr] = __ldcg(slot_at(slot, j, tr));
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < kSlotBatch; ++i) {
+        if (w0 + i > w_last) break;
+#pragma unroll
+        for (int j = 0; j < kColTiles; ++j) {
+#pragma unroll
+          for (int tr = 0; tr < 2; ++tr) {
+            sum[j][tr][0] += v[i][j][tr].x;
+            sum[j][tr][1] += v[i][j][tr].y;
+            sum[j][tr][2] += v[i][j][tr].z;
+            sum[j][tr][3] += v[i][j][tr].w;
+          }
         }
       }
     }
