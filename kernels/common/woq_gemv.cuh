@@ -534,26 +534,19 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
     if (++cb == tile_batches) cb = 0;
   };
 
-  Batch ba, bb;
+  // One batch in flight per warp: every global load of a warp shares one scoreboard in the SASS ptxas emits, so
+  // the first use of a batch waits for every load issued before it; a second buffer would only add registers.
+  Batch ba;
   int left = b_end - b_begin;  // batches not yet computed (at least 1: the host keeps warps <= total)
   load_weights(ba);
   pdl_wait();
   load_rest(ba);
   while (true) {
     start_batch(ba);
-    if (left > 1) {
-      load_weights(bb);
-      load_rest(bb);
-    }
     compute_batch(ba);
     if (--left == 0) break;
-    start_batch(bb);
-    if (left > 1) {
-      load_weights(ba);
-      load_rest(ba);
-    }
-    compute_batch(bb);
-    if (--left == 0) break;
+    load_weights(ba);
+    load_rest(ba);
   }
   end_tile(cb == 0);
 
