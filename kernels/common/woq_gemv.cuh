@@ -243,27 +243,21 @@ __global__ void __launch_bounds__(kWoqWarps * 32) woq_gemv_kernel(const WoqGemvP
   woq_detail::finish<T, kColTiles>(acc, p);
 }
 
-// The grouped GEMV: the same lane layout, loads and MMAs, with fewer instructions per weight and with every warp
-// streaming one long, contiguous range of the weight.
+// The grouped GEMV: the same tiles, loads and MMAs, with fewer instructions per weight, which is what bounds the
+// general one at M = 1 (the weight stream needs about 35 weights per cycle per SM on an H200).
 //  - The codes enter the MMA as they are, offset by a constant (MagicPlanes: one LOP3 per two weights, plus a shift
 //    per word); zero points and scales are applied to the f32 sums once per group: y += s · (Σ x·(q + c) −
 //    (c + z) · Σ x), with Σ x from one more MMA against ones.
 //  - A step (4 blocks of codes × 32 columns) must lie in one group: power-of-two group sizes that are multiples of
 //    4 · kCodes (the group of a step is a shift of its index), one group, or act-order rows sorted and padded to
-//    whole steps (kActOrder: the group of a step is g_idx at its first row, read once per block into shared
-//    memory).
-//  - Scheduling (stream-K over warps): the weight is cut into batches of kSteps steps of one 32-column tile, in
-//    tile-major order, and warp w of the p.stream_warps takes batches [w·B/W, (w+1)·B/W). Warps never wait for
-//    each other while they stream: a warp that covers a whole tile stores its outputs; a warp that covers part of
-//    a tile (at most its first and its last) leaves its partial sums in slot 2w (first tile) or 2w + 1 (last
-//    tile) of p.partials, and after its last batch counts itself in on the tile's counter (indexed by the tile's
-//    first warp); the last of a tile's warps adds the slots up in warp order (deterministic), stores and resets the
-//    counter. The fence this needs runs once per warp, after its loads are done.
-//  - Double-buffered batches: the loads of batch i + 1 (weights, the zero points and scales of its first group,
-//    activations) are issued before batch i is computed, also across tile boundaries. Whole batches run without
-//    predicates on pointers that advance by a constant stride; only a tile's last, partial batch checks its blocks.
-// The host (woq_kernels.cu) sizes the grid: stream_warps <= B, two slots of kStreamSlotFloats(kColTiles) floats and
-// one counter per warp.
+//    whole steps (kActOrder: the group of a step is g_idx at its first row).
+//  - Double-buffered batches of kSteps steps: the loads of batch i + 1 (weights, activations, act-order groups) are
+//    issued before batch i is computed, so every warp keeps loads in flight while it decodes. Whole batches run
+//    without predicates on pointers that advance by a constant stride; only a warp's last, partial batch checks
+//    every step.
+//  - A group's zero points and scales are loaded when the warp enters the group and used when it leaves it; the
+//    warp asks L1 for those of its first kPrefetchGroups groups at its start, before the programmatic-dependent-
+//    launch wait.
 template <class Traits, typename T, int kColTiles, int kSteps, bool kActOrder>
 __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8) / kWoqWarps)  // 16 warps/SM (3-bit 8)
     woq_gemv_grouped_kernel(const WoqGemvParams p) {
@@ -275,48 +269,31 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
   constexpr int kStepRows = 4 * kCodes;
   constexpr int kStepRowsLog2 = kStepRows == 16 ? 4 : kStepRows == 32 ? 5 : kStepRows == 64 ? 6 : 7;
   static_assert((1 << kStepRowsLog2) == kStepRows, "steps of 16, 32, 64 or 128 rows");
-  constexpr int kSlotFloats = woq_stream_slot_floats(kColTiles);
+  constexpr int kPrefetchGroups = 64;
   pdl_launch_dependents();
 
-  const int lane = threadIdx.x & 31;
-  const int g = lane >> 2, t = lane & 3;
-  const int n = p.n, m = p.m;
-  const int blocks = p.rows / kCodes;
-  const int steps = (blocks + 3) >> 2;
-  const int tile_batches = (steps + kSteps - 1) / kSteps;
-  const int full_batches = (blocks >> 2) / kSteps;  // batches whose blocks all exist
-  const int total = (n + kWoqTileCols - 1) / kWoqTileCols * tile_batches;  // the host checks it fits
-  const int warps = p.stream_warps;
-  const int warp = blockIdx.x * kWoqWarps + (threadIdx.x >> 5);
+  const woq_detail::LaneWork<T, kCodes, kColTiles> lw(p);
+  const int t = lw.t;
+  const int n = p.n;
+  const int64_t col = lw.col;
+  const T* const(&x_row)[kColTiles] = lw.x_row;
+  const T* scales = static_cast<const T*>(p.scales);
+  const int blocks = lw.blocks, begin = lw.begin, end = lw.end;
+  const int full_end = min(end, blocks >> 2);  // steps whose 4 blocks all exist
   const int step_shift = p.group_shift - kStepRowsLog2;  // regular groups (the host checks it is >= 0)
 
-  extern __shared__ int step_groups[];  // kActOrder: the group of every step
-  if constexpr (kActOrder) {
-    for (int s = threadIdx.x; s < steps; s += blockDim.x) step_groups[s] = __ldg(p.g_idx + static_cast<int64_t>(s) * kStepRows);
-    __syncthreads();
-  }
-  if (warp >= warps) return;
+  // Word w of the lane's block in step s: qweight + ((4s + t) · kWords + w) · n + col.
+  const uint32_t* w_lane = p.qweight + static_cast<int64_t>(t) * kWords * n + col;
+  const int64_t w_step = static_cast<int64_t>(4) * kWords * n;
 
-  // The warp's batches [b_begin, b_end) (batch b: tile b / tile_batches, batch b % tile_batches of it).
-  const auto first_batch = [&](int w) { return static_cast<int>(static_cast<int64_t>(w) * total / warps); };
-  const int b_begin = first_batch(warp), b_end = first_batch(warp + 1);
-  const int first_tile = b_begin / tile_batches;
-
-  // The lane's x rows, as element offsets (rows clamped to the last past m; 32 bits: the host keeps 16 rows < 2^31).
-  int x_off[kColTiles];
-#pragma unroll
-  for (int j = 0; j < kColTiles; ++j) x_off[j] = min(j * 8 + g, m - 1) * p.rows;
-  const T* scales = static_cast<const T*>(p.scales);
-  const int64_t w_step = static_cast<int64_t>(4) * kWords * n;  // one step further down the packed rows
-  // The lane's 4 columns of a tile (clamped to the last 4 past n: real memory, results never stored).
-  const auto col_of = [&](int tile) { return static_cast<int64_t>(min(tile * kWoqTileCols + 4 * g, n - 4)); };
   const auto group_of_step = [&](int step) -> int {
     if constexpr (kActOrder) {
-      return step_groups[step];
+      return __ldg(p.g_idx + static_cast<int64_t>(step) * kStepRows);
     } else {
       return step >> step_shift;
     }
   };
+  const auto meta_at = [&](int gi) { return static_cast<int64_t>(gi) * n + col; };
 
   float acc[kColTiles][2][4] = {};
   float gacc[kPlanes][kColTiles][2][4] = {};
@@ -357,68 +334,15 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
     }
   };
 
-  // Stores a tile's sums (C fragments: value e of row tile tr, column tile j) as y, with the bias.
-  const T* bias = static_cast<const T*>(p.bias);
-  T* y = static_cast<T*>(p.y);
-  const auto store = [&](const float (&v)[kColTiles][2][4], int tile) {
-#pragma unroll
-    for (int j = 0; j < kColTiles; ++j) {
-#pragma unroll
-      for (int tr = 0; tr < 2; ++tr) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int out_n = tile * kWoqTileCols + 4 * g + 2 * tr + (e >> 1);  // rows g / g+8: columns 2tr / 2tr+1
-          const int out_m = j * 8 + 2 * t + (e & 1);
-          if (out_n >= n || out_m >= m) continue;
-          float sum = v[j][tr][e];
-          if (bias != nullptr) sum += to_float(bias[out_n]);
-          y[static_cast<int64_t>(out_m) * n + out_n] = from_float<T>(sum);
-        }
-      }
-    }
-  };
-  // Slot `slot` of the partial sums: float4 (j, tr) of each lane, lanes adjacent.
-  const auto slot_at = [&](int slot, int j, int tr) {
-    return reinterpret_cast<float4*>(p.partials + static_cast<int64_t>(slot) * kSlotFloats) + (j * 2 + tr) * 32 + lane;
-  };
-  // The warp's part of a tile ends: store it if it is the whole tile, else leave it in the tile's slot (2·warp for
-  // the warp's first tile, 2·warp + 1 for its last).
-  int tile = -1;                 // the tile being computed
-  bool tile_from_start = false;  // whether the warp computed it from its first batch
-  bool first_of_warp = true;     // whether it is the warp's first tile
-  const auto end_tile = [&](bool to_end) {
-    flush();
-    group = -1;
-    if (tile_from_start && to_end) {
-      store(acc, tile);
-    } else {
-      const int slot = 2 * warp + (first_of_warp ? 0 : 1);
-#pragma unroll
-      for (int j = 0; j < kColTiles; ++j) {
-#pragma unroll
-        for (int tr = 0; tr < 2; ++tr)
-          __stcg(slot_at(slot, j, tr), make_float4(acc[j][tr][0], acc[j][tr][1], acc[j][tr][2], acc[j][tr][3]));
-      }
-    }
-#pragma unroll
-    for (int j = 0; j < kColTiles; ++j) {
-#pragma unroll
-      for (int tr = 0; tr < 2; ++tr) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) acc[j][tr][e] = 0.0f;
-      }
-    }
-  };
-
-  // One step: switch groups if needed (warp-uniform; a batch's first group was switched to by start_batch, with
-  // the zero points and scales that came with the batch), decode, MMA.
-  const auto compute = [&](int step, int64_t col, const uint4 (&raw)[kWords], const uint32_t (&xr)[kColTiles][kXRegs]) {
-    const int step_group = group_of_step(step);
+  // One step: switch groups if needed (warp-uniform), decode, MMA.
+  const auto compute = [&](int step, int act_group, const uint4 (&raw)[kWords],
+                           const uint32_t (&xr)[kColTiles][kXRegs]) {
+    const int step_group = kActOrder ? act_group : step >> step_shift;
     if (step_group != group) {
       flush();
       group = step_group;
-      group_zeros = __ldg(reinterpret_cast<const uint32_t*>(p.zeros + static_cast<int64_t>(group) * n + col));
-      group_scales = __ldg(reinterpret_cast<const uint2*>(scales + static_cast<int64_t>(group) * n + col));
+      group_zeros = __ldg(reinterpret_cast<const uint32_t*>(p.zeros + meta_at(group)));
+      group_scales = __ldg(reinterpret_cast<const uint2*>(scales + meta_at(group)));
     }
     uint32_t words[4][kWords];
 #pragma unroll
@@ -456,157 +380,84 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
   struct Batch {
     uint4 raw[kSteps][kWords];
     uint32_t xr[kSteps][kColTiles][kXRegs];
-    uint32_t zeros;  // of the group of the batch's first step
-    uint2 scales;
+    int group[kSteps];  // act-order only
   };
-  // The next batch to load (tile lt, batch lb of it) and to compute (batch cb of `tile`).
-  int lt = first_tile, lb = b_begin - first_tile * tile_batches, cb = lb;
-  // The weights of the next batch and its first group's zero points and scales (constant during a forward: may be
-  // requested before the programmatic-dependent-launch wait).
-  const auto load_weights = [&](Batch& bt) {
-    const int64_t col = col_of(lt);
-    const int s0 = lb * kSteps;
-    if (lb < full_batches) {
-      const uint32_t* wp = p.qweight + (static_cast<int64_t>(s0) * 4 + t) * kWords * n + col;
-#pragma unroll
-      for (int u = 0; u < kSteps; ++u) {
-#pragma unroll
-        for (int w = 0; w < kWords; ++w) bt.raw[u][w] = load_stream_16(wp + u * w_step + w * n);
-      }
-    } else {
-#pragma unroll
-      for (int u = 0; u < kSteps; ++u) {
-        const int64_t block = static_cast<int64_t>(s0 + u) * 4 + t;
-        const bool ok = block < blocks;
-#pragma unroll
-        for (int w = 0; w < kWords; ++w)
-          bt.raw[u][w] = load_stream_16_if(Traits::word(p.qweight, n, ok ? block : 0, w, col), ok);
-      }
-    }
-    const int64_t meta = static_cast<int64_t>(group_of_step(s0)) * n + col;
-    bt.zeros = __ldg(reinterpret_cast<const uint32_t*>(p.zeros + meta));
-    bt.scales = __ldg(reinterpret_cast<const uint2*>(scales + meta));
-  };
-  // Its activations; then on to the batch after it.
-  const auto load_rest = [&](Batch& bt) {
-    const int s0 = lb * kSteps;
-    const bool full = lb < full_batches;
-    const int64_t k0 = (static_cast<int64_t>(s0) * 4 + t) * kCodes;
+  // A whole batch (every block of every step exists): weights, then (after the wait) activations and groups.
+  const auto load_weights = [&](Batch& b, int s) {
+    const uint32_t* wp = w_lane + static_cast<int64_t>(s) * w_step;
 #pragma unroll
     for (int u = 0; u < kSteps; ++u) {
-      const bool ok = full || (s0 + u) * 4 + t < blocks;
 #pragma unroll
-      for (int j = 0; j < kColTiles; ++j)
-        woq_detail::load_x<kCodes>(bt.xr[u][j], static_cast<const T*>(p.x) + x_off[j], k0 + u * kStepRows, ok);
-    }
-    if (++lb == tile_batches) {
-      lb = 0;
-      ++lt;
+      for (int w = 0; w < kWords; ++w) b.raw[u][w] = load_stream_16(wp + u * w_step + w * n);
     }
   };
-  // A batch begins: a new tile, and the group of its first step (whose meta came with it). Done before the next
-  // batch's loads are issued, so only one batch's meta is in flight.
-  const auto start_batch = [&](const Batch& bt) {
-    if (tile < 0 || cb == 0) {
-      if (tile >= 0) {
-        end_tile(true);
-        first_of_warp = false;
-      }
-      tile = tile < 0 ? first_tile : tile + 1;
-      tile_from_start = cb == 0;
-    }
-    const int first_group = group_of_step(cb * kSteps);
-    if (first_group != group) {
-      flush();
-      group = first_group;
-      group_zeros = bt.zeros;
-      group_scales = bt.scales;
-    }
-  };
-  const auto compute_batch = [&](const Batch& bt) {
-    const int64_t col = col_of(tile);
-    const int s0 = cb * kSteps;
+  const auto load_rest = [&](Batch& b, int s) {
+    const int64_t k0 = (static_cast<int64_t>(s) * 4 + t) * kCodes;
 #pragma unroll
     for (int u = 0; u < kSteps; ++u) {
-      if (s0 + u >= steps) break;  // past a tile's last step (its last batch only)
-      compute(s0 + u, col, bt.raw[u], bt.xr[u]);
+#pragma unroll
+      for (int j = 0; j < kColTiles; ++j) woq_detail::load_x<kCodes>(b.xr[u][j], x_row[j], k0 + u * kStepRows, true);
+      if constexpr (kActOrder) b.group[u] = group_of_step(s + u);
     }
-    if (++cb == tile_batches) cb = 0;
+  };
+  const auto compute_batch = [&](const Batch& b, int s) {
+#pragma unroll
+    for (int u = 0; u < kSteps; ++u) compute(s + u, kActOrder ? b.group[u] : 0, b.raw[u], b.xr[u]);
   };
 
-  // One batch in flight per warp: every global load of a warp shares one scoreboard in the SASS ptxas emits, so
-  // the first use of a batch waits for every load issued before it; a second buffer would only add registers.
-  Batch ba;
-  int left = b_end - b_begin;  // batches not yet computed (at least 1: the host keeps warps <= total)
-  load_weights(ba);
+  int s = begin;
+  const int batches = full_end > begin ? (full_end - begin) / kSteps : 0;
+  Batch ba, bb;
+  if (batches > 0) load_weights(ba, s);
+  if (begin < end) {  // the meta of the warp's first groups into L1 (groups are monotone in the step)
+    const int first = group_of_step(begin);
+    const int last = min(group_of_step(end - 1), first + kPrefetchGroups - 1);
+    for (int gi = first; gi <= last; ++gi) {
+      asm volatile("prefetch.global.L1 [%0];" ::"l"(p.zeros + meta_at(gi)));
+      asm volatile("prefetch.global.L1 [%0];" ::"l"(scales + meta_at(gi)));
+    }
+  }
   pdl_wait();
-  load_rest(ba);
-  while (true) {
-    start_batch(ba);
-    compute_batch(ba);
-    if (--left == 0) break;
-    load_weights(ba);
-    load_rest(ba);
-  }
-  end_tile(cb == 0);
-
-  // The tiles this warp covered in part (at most its first and its last): count in, and the last warp of a tile
-  // adds up the tile's slots in warp order.
-  const int last_tile = (b_end - 1) / tile_batches;
-  const bool first_part = b_begin % tile_batches != 0 || (last_tile == first_tile && b_end % tile_batches != 0);
-  const bool last_part = last_tile != first_tile && b_end % tile_batches != 0;
-  if (!first_part && !last_part) return;
-  const auto owner = [&](int b) { return static_cast<int>(((static_cast<int64_t>(b) + 1) * warps - 1) / total); };
-  __threadfence();
-  __syncwarp();
-#pragma unroll 1
-  for (int i = 0; i < 2; ++i) {
-    if (!(i == 0 ? first_part : last_part)) continue;
-    const int part_tile = i == 0 ? first_tile : last_tile;
-    const int tile_begin = part_tile * tile_batches;
-    const int w_first = owner(tile_begin), w_last = owner(tile_begin + tile_batches - 1);
-    unsigned arrived = 0;
-    if (lane == 0) arrived = atomicAdd(p.tile_counters + w_first, 1u);
-    arrived = __shfl_sync(0xFFFFFFFFu, arrived, 0);
-    if (arrived != static_cast<unsigned>(w_last - w_first)) continue;
-    __threadfence();
-    // The tile's warps after the first all start inside it (slot 2w); the first starts inside it only when it
-    // starts at the tile's first batch. Slots in batches of kSlotBatch, all loads of a batch in flight at once,
-    // added in warp order.
-    const int first_slot = 2 * w_first + (first_batch(w_first) == tile_begin ? 0 : 1);
-    constexpr int kSlotBatch = 8 / kColTiles;
-    float sum[kColTiles][2][4] = {};
-#pragma unroll 1
-    for (int w0 = w_first; w0 <= w_last; w0 += kSlotBatch) {
-      float4 v[kSlotBatch][kColTiles][2];
-#pragma unroll
-      for (int i = 0; i < kSlotBatch; ++i) {
-        const int w = min(w0 + i, w_last);
-        const int slot = w == w_first ? first_slot : 2 * w;
-#pragma unroll
-        for (int j = 0; j < kColTiles; ++j) {
-#pragma unroll
-          for (int tr = 0; tr < 2; ++tr) v[i][j][tr] = __ldcg(slot_at(slot, j, tr));
-        }
-      }
-#pragma unroll
-      for (int i = 0; i < kSlotBatch; ++i) {
-        if (w0 + i > w_last) break;
-#pragma unroll
-        for (int j = 0; j < kColTiles; ++j) {
-#pragma unroll
-          for (int tr = 0; tr < 2; ++tr) {
-            sum[j][tr][0] += v[i][j][tr].x;
-            sum[j][tr][1] += v[i][j][tr].y;
-            sum[j][tr][2] += v[i][j][tr].z;
-            sum[j][tr][3] += v[i][j][tr].w;
-          }
-        }
-      }
+  if (batches > 0) load_rest(ba, s);
+  for (int i = 0; i < batches; i += 2) {
+    if (i + 1 < batches) {
+      load_weights(bb, s + kSteps);
+      load_rest(bb, s + kSteps);
     }
-    store(sum, part_tile);
-    if (lane == 0) p.tile_counters[w_first] = 0;  // ready for the next launch
+    compute_batch(ba, s);
+    s += kSteps;
+    if (i + 1 >= batches) break;
+    if (i + 2 < batches) {
+      load_weights(ba, s + kSteps);
+      load_rest(ba, s + kSteps);
+    }
+    compute_batch(bb, s);
+    s += kSteps;
   }
+  // The last, partial batch: every step and block checked.
+  for (; s < end; s += kSteps) {
+    Batch& b = ba;
+    bool ok[kSteps];
+#pragma unroll
+    for (int u = 0; u < kSteps; ++u) {
+      const int64_t block = static_cast<int64_t>(s + u) * 4 + t;
+      ok[u] = (s + u < end) && block < blocks;
+#pragma unroll
+      for (int w = 0; w < kWords; ++w)
+        b.raw[u][w] = load_stream_16_if(Traits::word(p.qweight, n, ok[u] ? block : 0, w, col), ok[u]);
+#pragma unroll
+      for (int j = 0; j < kColTiles; ++j) woq_detail::load_x<kCodes>(b.xr[u][j], x_row[j], block * kCodes, ok[u]);
+      if constexpr (kActOrder) b.group[u] = s + u < end ? group_of_step(s + u) : 0;
+    }
+#pragma unroll
+    for (int u = 0; u < kSteps; ++u) {
+      if (s + u >= end) break;
+      compute(s + u, kActOrder ? b.group[u] : 0, b.raw[u], b.xr[u]);
+    }
+  }
+  flush();
+
+  woq_detail::finish<T, kColTiles>(acc, p);
 }
 
 }  // namespace tpq::kernels

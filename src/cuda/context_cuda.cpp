@@ -2,11 +2,9 @@
 // src/context.cpp holds the CPU half (and stubs for these functions when tpq is built without CUDA).
 #include <cuda_runtime_api.h>
 
-#include <algorithm>
 #include <cstdint>
 
 #include "src/cuda/cuda_resources.hpp"
-#include "src/cuda/woq_kernels.hpp"
 #include "tpq/core/context.hpp"
 #include "tpq/detail/cuda_check.hpp"
 
@@ -59,16 +57,11 @@ Context::CudaResources::CudaResources(int dev, size_t ws_bytes) : device(dev), w
   }
 
   // Allocated here, once, so the forward path never allocates: counters for every tile count that may split,
-  // and room for the largest split-K partial sums ([splits][m <= 16][n < 16 * sm_count]); the streaming GEMV
-  // (woq_gemv.cuh) takes a counter and two slots of partial sums per warp, for kWoqStreamWarpsPerSm warps per SM
-  // at 16 rows of M (8.6 MB on 132 SMs).
+  // and room for the largest split-K partial sums ([splits][m <= 16][n < 16 * sm_count]).
   gemv_max_tiles = sm_count;
-  const size_t stream_warps = static_cast<size_t>(sm_count) * detail::kWoqStreamWarpsPerSm;
-  gemv_counters = static_cast<int>(std::max(static_cast<size_t>(gemv_max_tiles), stream_warps));
-  gemv_partial_floats = std::max(static_cast<size_t>(detail::kGemvMaxSplits) * detail::kGemvMaxM *
-                                     static_cast<size_t>(gemv_max_tiles) * 16,
-                                 stream_warps * 2 * kernels::woq_stream_slot_floats(2));
-  const size_t counter_bytes = (static_cast<size_t>(gemv_counters) * sizeof(unsigned) + 255) / 256 * 256;
+  gemv_partial_floats = static_cast<size_t>(detail::kGemvMaxSplits) * detail::kGemvMaxM *
+                        static_cast<size_t>(gemv_max_tiles) * 16;
+  const size_t counter_bytes = (static_cast<size_t>(gemv_max_tiles) * sizeof(unsigned) + 255) / 256 * 256;
   const size_t scratch_bytes = counter_bytes + gemv_partial_floats * sizeof(float);
   void* scratch = nullptr;
   TPQ_CUDA_CHECK(cudaMalloc(&scratch, scratch_bytes));

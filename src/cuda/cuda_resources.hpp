@@ -133,8 +133,7 @@ struct Context::CudaResources {
   // never need to reason about each other.
   detail::CudaBuffer gemv_scratch;
   unsigned* gemv_tile_counters = nullptr;
-  int gemv_max_tiles = 0;  // tiles up to which split-K may run (one counter each)
-  int gemv_counters = 0;   // counters available (>= gemv_max_tiles; the streaming GEMV uses one per warp)
+  int gemv_max_tiles = 0;  // counters available = tiles up to which split-K may run
   float* gemv_partials = nullptr;
   size_t gemv_partial_floats = 0;
 };

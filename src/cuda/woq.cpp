@@ -49,12 +49,7 @@ bool gemv_fits(const WoqWeights& w, DType dtype, const void* x, int64_t m) {
   if (w.n < 4 || w.n % 4 != 0 || w.rows % codes != 0) return false;
   // A block would straddle two groups.
   if (w.g_idx == nullptr && w.group_size % codes != 0 && w.group_size < w.rows) return false;
-  if (w.n > INT_MAX / 2 || w.rows > INT_MAX / kWoqGemvPassRows || w.group_size > INT_MAX) return false;
-  // The grouped GEMV counts (32-column tile, 16-row step) pairs in 32 bits.
-  if ((w.n / kernels::kWoqTileCols + 1) * (w.rows / 16 + 1) > INT_MAX) return false;
-  // The grouped GEMV keeps an act-order layer's step-to-group table in shared memory.
-  if (w.g_idx != nullptr && static_cast<size_t>(w.rows / (4 * codes) + 1) * sizeof(int) > kWoqActOrderMaxSmem)
-    return false;
+  if (w.n > INT_MAX / 2 || w.rows > INT_MAX / 2 || w.group_size > INT_MAX) return false;
   const uintptr_t x_align = codes >= 8 ? 16 : 8;
   return aligned(x, x_align) && aligned(w.qweight, 16) && aligned(w.scales, 8) && aligned(w.zeros, 4);
 }
@@ -80,21 +75,13 @@ void launch_gemv(Context::CudaResources& res, DType dtype, const WoqWeights& w, 
   const size_t es = dtype_size(dtype);
   for (int64_t m0 = 0; m0 < m; m0 += kWoqGemvPassRows) {
     const int64_t mm = std::min<int64_t>(kWoqGemvPassRows, m - m0);
-    // The general GEMV splits K across blocks when that fills the GPU better: the split count whose blocks come
-    // closest to whole waves of resident blocks, as long as every warp keeps at least one step and the context's
-    // split-K scratch (one counter per tile, shared with the dense GEMV) covers the tiles. The grouped one streams
-    // (woq_gemv.cuh): as many warps as are resident at once and the scratch has slots and counters for.
+    // Split K across blocks when that fills the GPU better: the split count whose blocks come closest to whole
+    // waves of resident blocks, as long as every warp keeps at least one step and the context's split-K scratch
+    // (one counter per tile, shared with the dense GEMV) covers the tiles.
     int splits = 1;
-    int max_stream_warps = 0;
-    const int blocks_per_sm = woq_gemv_blocks_per_sm(w.bits, dense_type(dtype), static_cast<int>(mm), grouped);
-    if (grouped) {
-      const int col_tiles = mm > 8 ? 2 : 1;
-      const size_t slot_warps = res.gemv_partial_floats / (2 * static_cast<size_t>(kernels::woq_stream_slot_floats(col_tiles)));
-      max_stream_warps = static_cast<int>(std::min<size_t>(
-          {static_cast<size_t>(res.sm_count) * blocks_per_sm * kernels::kWoqWarps, slot_warps,
-           static_cast<size_t>(res.gemv_counters)}));
-    } else if (tiles <= res.gemv_max_tiles) {
-      const int resident = res.sm_count * blocks_per_sm;
+    if (tiles <= res.gemv_max_tiles) {
+      const int resident =
+          res.sm_count * woq_gemv_blocks_per_sm(w.bits, dense_type(dtype), static_cast<int>(mm), grouped);
       const size_t fit = res.gemv_partial_floats / static_cast<size_t>(mm * w.n);
       const auto efficiency = [&](int s) {
         const double waves = static_cast<double>(tiles) * s / resident;
@@ -125,9 +112,7 @@ void launch_gemv(Context::CudaResources& res, DType dtype, const WoqWeights& w, 
                                    .group_size = static_cast<int>(group_size),
                                    .group_shift = w.group_size >= w.rows ? 31 : shift_of(group_size),
                                    .steps_per_split = steps_per_split,
-                                   .splits = splits,
-                                   .stream_warps = 0,  // the launcher's
-                                   .max_stream_warps = max_stream_warps};
+                                   .splits = splits};
     TPQ_CUDA_CHECK(launch_woq_gemv(w.bits, dense_type(dtype), p, grouped, stream, pdl_enabled(res)));
   }
 }

@@ -28,7 +28,7 @@ constexpr int unroll_for(int bits, int col_tiles) {
 // lane (2 x 2 with two column tiles; 2 x 1 for the 3-word 3-bit blocks and for the 16-code 2-bit blocks with two
 // column tiles).
 constexpr int grouped_steps_for(int bits, int col_tiles) {
-  const int base = bits == 3 ? 2 : bits == 2 ? 4 : 8;
+  const int base = bits == 3 ? 1 : bits == 2 ? 2 : 4;
   return col_tiles == 1 || base == 1 ? base : base / 2;
 }
 
@@ -57,34 +57,18 @@ int blocks_per_sm() {
   return blocks;
 }
 
-// Batches per streaming warp the grouped GEMV aims for at least (fewer warps on small layers): two keeps a warp's
-// double buffer full at its start.
-constexpr int kMinStreamBatches = 1;
-
 template <int kBits, typename T, int kColTiles, bool kGrouped>
-cudaError_t launch_gemv_kernel(kernels::WoqGemvParams p, cudaStream_t stream, bool pdl) {
-  const dim3 block(kernels::kWoqWarps * 32);
-  const int tiles = (p.n + kernels::kWoqTileCols - 1) / kernels::kWoqTileCols;
+cudaError_t launch_gemv_kernel(const kernels::WoqGemvParams& p, cudaStream_t stream, bool pdl) {
+  const dim3 grid(static_cast<unsigned>((p.n + kernels::kWoqTileCols - 1) / kernels::kWoqTileCols),
+                  static_cast<unsigned>(p.splits), 1);
   if constexpr (kGrouped) {
-    // One warp per range of batches (woq_gemv_grouped_kernel): as many as fit, at least kMinStreamBatches each.
-    using Traits = kernels::gptq::KernelTraits<kBits>;
-    constexpr int kSteps = grouped_steps_for(kBits, kColTiles);
-    const int steps = (p.rows / Traits::kCodes + 3) / 4;
-    const int64_t total = static_cast<int64_t>(tiles) * ((steps + kSteps - 1) / kSteps);
-    if (total == 0 || p.max_stream_warps < 1) return cudaErrorInvalidValue;
-    p.stream_warps = static_cast<int>(
-        std::clamp<int64_t>(total / kMinStreamBatches, 1, std::min<int64_t>(total, p.max_stream_warps)));
-    const dim3 grid(static_cast<unsigned>((p.stream_warps + kernels::kWoqWarps - 1) / kernels::kWoqWarps));
     if (p.g_idx != nullptr) {
-      const size_t smem = static_cast<size_t>(steps) * sizeof(int);  // the group of every step
-      if (smem > kWoqActOrderMaxSmem) return cudaErrorInvalidValue;
-      return kernels::launch_kernel(gemv_kernel<kBits, T, kColTiles, true, true>(), grid, block, smem, stream, pdl, p);
+      return kernels::launch_kernel(gemv_kernel<kBits, T, kColTiles, true, true>(), grid,
+                                    dim3(kernels::kWoqWarps * 32), 0, stream, pdl, p);
     }
-    return kernels::launch_kernel(gemv_kernel<kBits, T, kColTiles, true>(), grid, block, 0, stream, pdl, p);
-  } else {
-    const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(p.splits), 1);
-    return kernels::launch_kernel(gemv_kernel<kBits, T, kColTiles, false>(), grid, block, 0, stream, pdl, p);
   }
+  return kernels::launch_kernel(gemv_kernel<kBits, T, kColTiles, kGrouped>(), grid, dim3(kernels::kWoqWarps * 32), 0,
+                                stream, pdl, p);
 }
 
 template <int kBits, typename T, int kColTiles>

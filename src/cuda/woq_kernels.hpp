@@ -11,11 +11,6 @@ namespace tpq::detail {
 
 // Rows of M one GEMV launch covers (two MMA column tiles of 8).
 inline constexpr int kWoqGemvPassRows = 16;
-// Shared memory the grouped GEMV may take for an act-order layer's step-to-group table (4 bytes per step of 4
-// blocks of codes): the default limit of a block, so no opt-in attribute is needed.
-inline constexpr size_t kWoqActOrderMaxSmem = 48 * 1024;
-// Streaming warps per SM the context's GEMV scratch is sized for (two partial-sum slots and a counter each).
-inline constexpr int kWoqStreamWarpsPerSm = 16;
 
 // bits 2, 3, 4, 8; dtype kBF16 or kF16; 1 <= p.m <= kWoqGemvPassRows. `grouped`: the grouped GEMV (every step of
 // 4 blocks of codes in one group), else the general one (every block in one group). `pdl`: programmatic stream

@@ -161,8 +161,8 @@ TEST_P(GptqCuda, GemvDequantizeAndPrefillMatchTheCpuReference) {
   }
 }
 
-// The decode GEMV adds partial sums of a tile in a fixed order (split-K blocks, or the streaming warps of the
-// grouped GEMV): the same input gives the same bits, launch after launch.
+// The decode GEMV adds the partial sums of a tile (its warps', and its split-K blocks') in a fixed order: the same
+// input gives the same bits, launch after launch.
 TEST_P(GptqCuda, DecodeIsBitwiseRepeatable) {
   const Spec& s = GetParam();
   std::mt19937_64 rng(fresh_seed());
@@ -238,7 +238,7 @@ const std::vector<Spec> kSpecs = {
     // Group -1 (one group over K) and a group of 32.
     {4, 1024, 2048, -1, true, false, false},
     {4, 1024, 2048, 32, false, false, false},
-    // One 32-column tile of two batches: a single streaming warp.
+    // One 32-column tile of 8 steps: one block, one step per warp.
     {4, 8, 256, 128, false, false, true},
     // K not a whole number of GEMV steps (177 blocks of 8 codes): the last step's missing blocks read as zeros.
     {4, 264, 1416, -1, false, false, true},
