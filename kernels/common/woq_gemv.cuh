@@ -407,7 +407,7 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
 
   int s = begin;
   const int batches = full_end > begin ? (full_end - begin) / kSteps : 0;
-  Batch ba, bb;
+  Batch ba;
   if (batches > 0) load_weights(ba, s);
   if (begin < end) {  // the meta of the warp's first groups into L1 (groups are monotone in the step)
     const int first = group_of_step(begin);
@@ -418,20 +418,12 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
     }
   }
   pdl_wait();
-  if (batches > 0) load_rest(ba, s);
-  for (int i = 0; i < batches; i += 2) {
-    if (i + 1 < batches) {
-      load_weights(bb, s + kSteps);
-      load_rest(bb, s + kSteps);
-    }
+  // One batch in flight per warp: ptxas gives every global load of the warp one scoreboard, so the first use of a
+  // batch would wait for a second, prefetched batch too (measured: double buffering bought nothing).
+  for (int i = 0; i < batches; ++i) {
+    if (i > 0) load_weights(ba, s);
+    load_rest(ba, s);
     compute_batch(ba, s);
-    s += kSteps;
-    if (i + 1 >= batches) break;
-    if (i + 2 < batches) {
-      load_weights(ba, s + kSteps);
-      load_rest(ba, s + kSteps);
-    }
-    compute_batch(bb, s);
     s += kSteps;
   }
   // The last, partial batch: every step and block checked.

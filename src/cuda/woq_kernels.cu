@@ -28,7 +28,7 @@ constexpr int unroll_for(int bits, int col_tiles) {
 // lane (2 x 2 with two column tiles; 2 x 1 for the 3-word 3-bit blocks and for the 16-code 2-bit blocks with two
 // column tiles).
 constexpr int grouped_steps_for(int bits, int col_tiles) {
-  const int base = bits == 3 ? 1 : bits == 2 ? 2 : 4;
+  const int base = bits == 3 ? 2 : bits == 2 ? 4 : 8;
   return col_tiles == 1 || base == 1 ? base : base / 2;
 }
 
