@@ -9,7 +9,7 @@
 //    and, per step, block of codes 4·step + t: one 16-byte load per packed word reads that block for its 4
 //    columns, and a warp's load covers 4 blocks × 32 columns = 4 full 128-byte lines.
 //  - Many steps of loads are in flight per lane (the general kernel: kUnroll steps issued before the first is used;
-//    the grouped one: double-buffered batches). The weights, zero points, scales and group indices are constant
+//    the grouped one: batches of kSteps steps). The weights, zero points, scales and group indices are constant
 //    during a forward, so the first of them are requested before the programmatic-dependent-launch wait.
 //  - Codes become bf16/f16 pairs (woq_decode.cuh) and go through m16n8k16 tensor-core MMAs: W is the A operand (16
 //    rows = the lane's columns 0/1, then 2/3, for lanes g = 0..7), x the B operand (8 rows of M per column tile; a
@@ -25,11 +25,12 @@
 // Requirements (checked by the host): n % 4 == 0, rows a multiple of the block, 16-byte aligned x and qweight
 // (8-byte at 8 bits), 1 <= m <= 8 · kColTiles, every block (grouped: every step) inside one group.
 //
-// Measured on an H200 (bf16, graph-timed): the grouped kernel streams 4-bit g128 at about 29–52 % of the read
-// bandwidth at M = 1 (llama8b o 29 %, gate_up 52 %), 1.9–2.4x cuBLAS bf16; 8-bit at 43–67 %. A block takes about
-// 1 µs per batch of 4 steps plus about 2.5 µs that does not shrink with fewer batches; two persistent variants
-// (the next unit prefetched into registers, or into L2) were slower (git history: "Experiment: persistent grouped
-// GEMV", benchmarks/results/README.md).
+// Measured on an H200 (bf16, graph-timed): the grouped kernel streams 4-bit g128 at about 32–57 % of the read
+// bandwidth at M = 1 (llama8b o 32 %, gate_up 57 %), 2.0–2.7x cuBLAS bf16; 8-bit at 46–68 %. What bounds it: ptxas
+// gives every global load of a warp one scoreboard (SB5 in the SASS, no partial DEPBAR waits), so the first use
+// of a batch waits for every load the warp has issued. A warp therefore has one batch of loads in flight at a
+// time, and the bytes in flight per SM are (warps per SM) x (one batch). Double-buffering batches, persistent blocks
+// and warps that stream long contiguous ranges (stream-K) were all measured slower (benchmarks/results/README.md).
 #include <cstdint>
 
 #include "kernels/common/float_convert.cuh"
@@ -251,10 +252,9 @@ __global__ void __launch_bounds__(kWoqWarps * 32) woq_gemv_kernel(const WoqGemvP
 //  - A step (4 blocks of codes × 32 columns) must lie in one group: power-of-two group sizes that are multiples of
 //    4 · kCodes (the group of a step is a shift of its index), one group, or act-order rows sorted and padded to
 //    whole steps (kActOrder: the group of a step is g_idx at its first row).
-//  - Double-buffered batches of kSteps steps: the loads of batch i + 1 (weights, activations, act-order groups) are
-//    issued before batch i is computed, so every warp keeps loads in flight while it decodes. Whole batches run
-//    without predicates on pointers that advance by a constant stride; only a warp's last, partial batch checks
-//    every step.
+//  - Batches of kSteps steps (weights, activations, act-order groups) loaded together, then computed: as large as
+//    the registers allow, since one batch per warp is in flight (above). Whole batches run without predicates on
+//    pointers that advance by a constant stride; only a warp's last, partial batch checks every step.
 //  - A group's zero points and scales are loaded when the warp enters the group and used when it leaves it; the
 //    warp asks L1 for those of its first kPrefetchGroups groups at its start, before the programmatic-dependent-
 //    launch wait.

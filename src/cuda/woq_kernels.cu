@@ -24,9 +24,8 @@ constexpr int unroll_for(int bits, int col_tiles) {
   return col_tiles == 1 || base == 2 ? base : base / 2;
 }
 
-// The grouped GEMV decodes with one LOP3 per pair and double-buffers batches of steps: 2 x 4 steps in flight per
-// lane (2 x 2 with two column tiles; 2 x 1 for the 3-word 3-bit blocks and for the 16-code 2-bit blocks with two
-// column tiles).
+// The grouped GEMV decodes with one LOP3 per pair and keeps one batch of steps in flight per lane: 8 steps (4 with
+// two column tiles; 4 / 2 for the 16-code 2-bit blocks, 2 / 1 for the 3-word 3-bit blocks), near 128 registers.
 constexpr int grouped_steps_for(int bits, int col_tiles) {
   const int base = bits == 3 ? 2 : bits == 2 ? 4 : 8;
   return col_tiles == 1 || base == 1 ? base : base / 2;
