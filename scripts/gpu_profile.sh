@@ -9,8 +9,9 @@
 #
 # Files in $OUT: build.log, ncu.log, profile.ncu-rep (open it in the Nsight Compute GUI), details.txt,
 # source.csv (every SASS instruction with its metrics), top_stalls.txt.
-# Written when no device time was left to try it: the column names of ncu's source page differ between Nsight
-# Compute versions, so when the stall-sampling column is not found the table's header is printed instead.
+# The column names of ncu's source page differ between Nsight Compute versions: when the stall-sampling column is not
+# found, the table's header is printed instead (the H200 machine's ncu has it). The SASS's scoreboard control bits
+# (which loads a wait covers) are not in the report: decode them from `cuobjdump -sass` (results README, s4).
 set -uo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"
