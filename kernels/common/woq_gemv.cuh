@@ -25,8 +25,8 @@
 // Requirements (checked by the host): n % 4 == 0, rows a multiple of the block, 16-byte aligned x and qweight
 // (8-byte at 8 bits), 1 <= m <= 8 · kColTiles, every block (grouped: every step) inside one group.
 //
-// Measured on an H200 (bf16, graph-timed): the grouped kernel streams 4-bit g128 at about 32–57 % of the read
-// bandwidth at M = 1 (llama8b o 32 %, gate_up 57 %), 2.0–2.7x cuBLAS bf16; 8-bit at 46–68 %. What bounds it: ptxas
+// Measured on an H200 (bf16, graph-timed, s4 table): the grouped kernel streams 4-bit g128 at 31–55 % of the read
+// bandwidth at M = 1 (llama8b o 31 %, gate_up 55 %), 2.1–2.5x cuBLAS bf16; 8-bit at 45–66 %. What bounds it: ptxas
 // gives every global load of a warp one scoreboard (SB5 in the SASS, no partial DEPBAR waits), so the first use
 // of a batch waits for every load the warp has issued. A warp therefore has one batch of loads in flight at a
 // time, and the bytes in flight per SM are (warps per SM) x (one batch). Double-buffering batches, persistent blocks
