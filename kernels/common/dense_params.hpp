@@ -3,6 +3,8 @@
 // kernels (nvcc), passed to the kernels by value.
 #include <cstdint>
 
+#include "kernels/common/split_k_params.hpp"
+
 namespace tpq::kernels {
 
 // Dense GEMV (dense_gemv.cuh): 16 output rows per block, 8 warps splitting K, 32 K elements per warp step.
@@ -15,13 +17,11 @@ struct DenseGemvParams {
   const void* w;            // [n, k]
   const void* bias;         // [n] or null
   void* y;                  // [m, n]
-  float* partials;          // [splits, m, n] f32, when splits > 1
-  unsigned* tile_counters;  // [ceil(n / 16)], zero on entry and on exit, when splits > 1
+  SplitK split_k;           // tiles of 16 rows of w
   int m;
   int n;
   int k;
   int steps_per_split;  // K steps (of kGemvStepElems) each blockIdx.y covers
-  int splits;
 };
 
 // Tiled SIMT GEMM (simt_gemm.cuh): any shape and alignment.

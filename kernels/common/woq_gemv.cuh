@@ -140,7 +140,7 @@ __device__ __forceinline__ void finish(const float (&acc)[kColTiles][2][4], cons
   const T* bias = static_cast<const T*>(p.bias);
   T* y = static_cast<T*>(p.y);
 
-  finish_tile(v, active, out_m, out_n, p.partials, p.tile_counters, tile, blockIdx.y, p.splits, m, n,
+  finish_tile(v, active, out_m, out_n, p.split_k, tile, blockIdx.y, m, n,
               [&](float sum, int r) {
                 if (bias != nullptr) sum += to_float(bias[out_n[r]]);
                 y[static_cast<int64_t>(out_m[r]) * n + out_n[r]] = from_float<T>(sum);

@@ -4,6 +4,8 @@
 // packed words are read; these say where everything is.
 #include <cstdint>
 
+#include "kernels/common/split_k_params.hpp"
+
 namespace tpq::kernels {
 
 // GEMV: one block = 8 warps that split K over one tile of 32 output columns; lane (g, t) owns columns 4g..4g+3
@@ -19,15 +21,13 @@ struct WoqGemvParams {
   const int32_t* g_idx;        // [rows], or null: group = row / group_size
   const void* bias;            // [n] or null
   void* y;                     // [m, n]
-  float* partials;             // [splits, m, n] f32, when splits > 1
-  unsigned* tile_counters;     // [ceil(n / 32)], zero on entry and on exit, when splits > 1
+  SplitK split_k;              // tiles of 32 columns
   int m;
   int n;
   int rows;
   int group_size;
   int group_shift;      // log2(group_size) when a power of two, else -1
   int steps_per_split;  // steps (4 blocks of codes each) that one blockIdx.y covers
-  int splits;
 };
 
 // Dequantization to a dense [n, k] weight: W[c, col(r)] for every stored row r.

@@ -3,6 +3,8 @@
 // passed to the kernels by value.
 #include <cstdint>
 
+#include "kernels/common/split_k_params.hpp"
+
 namespace tpq::kernels {
 
 // Weight-only GEMV (weight_only_gemv.cuh): 16 output rows per block, 8 warps splitting K in units of 128 K
@@ -22,8 +24,7 @@ struct Fp8GemvParams {
   const float* w_scale;     // [1] | [n] | [ceil(n / block_n), scale_ld]
   const void* bias;         // [n] or null
   void* y;                  // [m, n]
-  float* partials;          // [splits, m, n] f32, when splits > 1
-  unsigned* tile_counters;  // [ceil(n / 16)], zero on entry and on exit, when splits > 1
+  SplitK split_k;           // tiles of 16 rows of w
   int m;
   int n;
   int k;                    // k % 16 == 0
@@ -32,7 +33,6 @@ struct Fp8GemvParams {
   int block_n;              // kBlock: a multiple of 16
   int block_k;              // kBlock: a multiple of 128
   int units_per_split;      // 128-K units each blockIdx.y covers
-  int splits;
   int units_in_flight;      // M <= 8: 128-K units each warp loads before using them, 2 or 4 (host heuristic)
 };
 

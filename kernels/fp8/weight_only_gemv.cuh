@@ -219,7 +219,7 @@ __global__ void __launch_bounds__(kFp8GemvWarps * 32) fp8_weight_only_gemv_kerne
     y[static_cast<int64_t>(c) * n + r] = from_float<T>(out);
   };
 
-  finish_tile(v, active, col, row, p.partials, p.tile_counters, tile, blockIdx.y, p.splits, m, n,
+  finish_tile(v, active, col, row, p.split_k, tile, blockIdx.y, m, n,
               [&](float sum, int j) { finish(sum, row[j], col[j]); });
 }
 

@@ -5,6 +5,7 @@
 #include <cublasLt.h>
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <functional>
@@ -15,6 +16,7 @@
 #include <type_traits>
 #include <unordered_map>
 
+#include "kernels/common/split_k_params.hpp"
 #include "src/cuda/linear_kernels.hpp"
 #include "tpq/core/context.hpp"
 #include "tpq/detail/cuda_check.hpp"
@@ -139,3 +141,30 @@ struct Context::CudaResources {
 };
 
 }  // namespace tpq
+
+namespace tpq::detail {
+
+// The split-K of one GEMV launch (kernels/common/split_k.cuh) over `work` units of K, `wanted` splits asked for:
+// at most kGemvMaxSplits and what the context's scratch holds for m x n partial sums, then as few as cover the
+// work in splits of `per_split` units (none empty).
+struct GemvSplit {
+  kernels::SplitK split_k;
+  int per_split = 0;
+};
+inline GemvSplit plan_gemv_split(const Context::CudaResources& res, int wanted, int work, int64_t m, int64_t n) {
+  const size_t fit = res.gemv_partial_floats / static_cast<size_t>(std::max<int64_t>(1, m * n));
+  int splits = std::clamp(wanted, 1, static_cast<int>(std::min<size_t>(kGemvMaxSplits, std::max<size_t>(fit, 1))));
+  const int per_split = std::max(1, (work + splits - 1) / splits);
+  splits = std::max(1, (work + per_split - 1) / per_split);
+  return {.split_k = {.partials = res.gemv_partials, .tile_counters = res.gemv_tile_counters, .splits = splits},
+          .per_split = per_split};
+}
+
+// The splits the dense and FP8 GEMVs ask for: none when the tiles alone give every SM a block (or there are more
+// tiles than counters), else about two blocks per SM, each split at least `min_work` units long.
+inline int gemv_splits_wanted(const Context::CudaResources& res, int tiles, int work, int min_work) {
+  if (tiles >= res.sm_count || tiles > res.gemv_max_tiles) return 1;
+  return std::min((2 * res.sm_count + tiles - 1) / tiles, std::max(1, work / min_work));
+}
+
+}  // namespace tpq::detail

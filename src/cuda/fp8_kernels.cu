@@ -21,7 +21,7 @@ namespace {
 template <typename T, int kColTiles, int kUnits, bool kBlockScale>
 cudaError_t launch_gemv_typed(const kernels::Fp8GemvParams& p, cudaStream_t stream, bool pdl) {
   const dim3 grid(static_cast<unsigned>((p.n + kernels::kFp8GemvTileRows - 1) / kernels::kFp8GemvTileRows),
-                  static_cast<unsigned>(p.splits), 1);
+                  static_cast<unsigned>(p.split_k.splits), 1);
   return kernels::launch_kernel(kernels::fp8_weight_only_gemv_kernel<T, kColTiles, kUnits, kBlockScale>, grid,
                                 dim3(kernels::kFp8GemvWarps * 32, 1, 1), 0, stream, pdl, p);
 }

@@ -78,27 +78,16 @@ int gemv_units_in_flight(const Context::CudaResources& res, int tiles, int units
 void run_weight_only(Context::CudaResources& res, const Fp8LinearArgs& a, cudaStream_t stream) {
   const int tiles = static_cast<int>((a.n + kernels::kFp8GemvTileRows - 1) / kernels::kFp8GemvTileRows);
   const int units = static_cast<int>((a.k + kernels::kFp8GemvUnitK - 1) / kernels::kFp8GemvUnitK);
-  // Split K across blocks only when the tiles alone cannot give every SM a block: about two blocks per SM, each
-  // warp of a split still with a whole unit to stream.
-  int splits = 1;
-  if (tiles < res.sm_count && tiles <= res.gemv_max_tiles) {
-    const int wanted = (2 * res.sm_count + tiles - 1) / tiles;
-    const int longest = std::max(1, units / kernels::kFp8GemvWarps);
-    splits = std::clamp(std::min(wanted, longest), 1, kGemvMaxSplits);
-  }
-  const int units_per_split = std::max(1, (units + splits - 1) / splits);
-  splits = std::max(1, (units + units_per_split - 1) / units_per_split);
-  if (splits > 1 && static_cast<size_t>(splits) * static_cast<size_t>(a.m) * static_cast<size_t>(a.n) >
-                        res.gemv_partial_floats) {
-    splits = 1;  // cannot happen with the context's sizing; stay correct regardless
-  }
+  // Each warp of a split still with a whole unit to stream.
+  const GemvSplit split =
+      plan_gemv_split(res, gemv_splits_wanted(res, tiles, units, kernels::kFp8GemvWarps), units, a.m, a.n);
+  const int splits = split.split_k.splits;
   const kernels::Fp8GemvParams p{.x = a.x,
                                  .w = static_cast<const uint8_t*>(a.w),
                                  .w_scale = a.w_scale,
                                  .bias = a.bias,
                                  .y = a.y,
-                                 .partials = res.gemv_partials,
-                                 .tile_counters = res.gemv_tile_counters,
+                                 .split_k = split.split_k,
                                  .m = static_cast<int>(a.m),
                                  .n = static_cast<int>(a.n),
                                  .k = static_cast<int>(a.k),
@@ -106,8 +95,7 @@ void run_weight_only(Context::CudaResources& res, const Fp8LinearArgs& a, cudaSt
                                  .scale_ld = static_cast<int>(a.scale_ld),
                                  .block_n = static_cast<int>(a.block_n),
                                  .block_k = static_cast<int>(a.block_k),
-                                 .units_per_split = splits > 1 ? units_per_split : units,
-                                 .splits = splits,
+                                 .units_per_split = splits > 1 ? split.per_split : units,
                                  .units_in_flight = gemv_units_in_flight(res, tiles, units, splits)};
   TPQ_CUDA_CHECK(launch_fp8_weight_only_gemv(dense_type(a.dtype), p, stream, pdl_enabled(res)));
 }

@@ -102,32 +102,18 @@ void launch_gemv(Context::CudaResources& res, DType dtype, const void* x, const 
                  int64_t m, int64_t n, int64_t k, cudaStream_t stream) {
   const int tiles = static_cast<int>((n + kernels::kGemvTileRows - 1) / kernels::kGemvTileRows);
   const int steps = static_cast<int>((k / 8 + 3) / 4);
-  // Split K across blocks only when the tiles alone cannot give every SM a block: then about two blocks per SM,
-  // each split still long enough for every warp to have a full batch of loads in flight.
-  int splits = 1;
-  if (tiles < res.sm_count && tiles <= res.gemv_max_tiles) {
-    const int wanted = (2 * res.sm_count + tiles - 1) / tiles;
-    const int longest = std::max(1, steps / (kernels::kGemvWarps * 4));
-    splits = std::clamp(std::min(wanted, longest), 1, kGemvMaxSplits);
-  }
-  const int steps_per_split = (steps + splits - 1) / splits;
-  splits = (steps + steps_per_split - 1) / steps_per_split;
-  if (splits > 1) {
-    TPQ_CHECK(static_cast<size_t>(splits) * static_cast<size_t>(m) * static_cast<size_t>(n) <=
-                  res.gemv_partial_floats,
-              kInternal, "GEMV split-K scratch too small for {} x {} x {}", splits, m, n);
-  }
+  // Each split still long enough for every warp to have a full batch of loads in flight.
+  const GemvSplit split =
+      plan_gemv_split(res, gemv_splits_wanted(res, tiles, steps, kernels::kGemvWarps * 4), steps, m, n);
   const kernels::DenseGemvParams p{.x = x,
                                    .w = w,
                                    .bias = bias,
                                    .y = y,
-                                   .partials = res.gemv_partials,
-                                   .tile_counters = res.gemv_tile_counters,
+                                   .split_k = split.split_k,
                                    .m = static_cast<int>(m),
                                    .n = static_cast<int>(n),
                                    .k = static_cast<int>(k),
-                                   .steps_per_split = steps_per_split,
-                                   .splits = splits};
+                                   .steps_per_split = split.per_split};
   TPQ_CUDA_CHECK(launch_dense_gemv(dense_type(dtype), p, stream, pdl_enabled(res)));
 }
 

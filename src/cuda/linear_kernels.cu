@@ -19,7 +19,7 @@ namespace {
 template <typename T, int kColTiles, int kUnroll>
 cudaError_t launch_gemv_typed(const kernels::DenseGemvParams& p, cudaStream_t stream, bool pdl) {
   const dim3 grid(static_cast<unsigned>((p.n + kernels::kGemvTileRows - 1) / kernels::kGemvTileRows),
-                  static_cast<unsigned>(p.splits), 1);
+                  static_cast<unsigned>(p.split_k.splits), 1);
   return kernels::launch_kernel(kernels::dense_gemv_kernel<T, kColTiles, kUnroll>, grid,
                                 dim3(kernels::kGemvWarps * 32, 1, 1), 0, stream, pdl, p);
 }

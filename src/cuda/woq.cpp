@@ -77,26 +77,24 @@ void launch_gemv(Context::CudaResources& res, DType dtype, const WoqWeights& w, 
     const int64_t mm = std::min<int64_t>(kWoqGemvPassRows, m - m0);
     // Split K across blocks when that fills the GPU better: the split count whose blocks come closest to whole
     // waves of resident blocks, as long as every warp keeps at least one step and the context's split-K scratch
-    // (one counter per tile, shared with the dense GEMV) covers the tiles.
-    int splits = 1;
+    // (one counter per tile, shared with the dense GEMV) covers the tiles (plan_gemv_split caps it to the scratch).
+    int wanted = 1;
     if (tiles <= res.gemv_max_tiles) {
       const int resident =
           res.sm_count * woq_gemv_blocks_per_sm(w.bits, dense_type(dtype), static_cast<int>(mm), grouped);
-      const size_t fit = res.gemv_partial_floats / static_cast<size_t>(mm * w.n);
       const auto efficiency = [&](int s) {
         const double waves = static_cast<double>(tiles) * s / resident;
         return waves / std::ceil(waves);
       };
       double best = efficiency(1);
-      for (int s = 2; s <= kGemvMaxSplits && static_cast<size_t>(s) <= fit && steps / s >= kernels::kWoqWarps; ++s) {
+      for (int s = 2; s <= kGemvMaxSplits && steps / s >= kernels::kWoqWarps; ++s) {
         if (efficiency(s) > best + 0.02) {
           best = efficiency(s);
-          splits = s;
+          wanted = s;
         }
       }
     }
-    const int steps_per_split = (steps + splits - 1) / splits;
-    splits = std::max(1, (steps + steps_per_split - 1) / steps_per_split);
+    const GemvSplit split = plan_gemv_split(res, wanted, steps, mm, w.n);
     const kernels::WoqGemvParams p{.x = static_cast<const char*>(x) + m0 * w.rows * es,
                                    .qweight = w.qweight,
                                    .zeros = w.zeros,
@@ -104,15 +102,13 @@ void launch_gemv(Context::CudaResources& res, DType dtype, const WoqWeights& w, 
                                    .g_idx = w.g_idx,
                                    .bias = bias,
                                    .y = static_cast<char*>(y) + m0 * w.n * es,
-                                   .partials = res.gemv_partials,
-                                   .tile_counters = res.gemv_tile_counters,
+                                   .split_k = split.split_k,
                                    .m = static_cast<int>(mm),
                                    .n = static_cast<int>(w.n),
                                    .rows = static_cast<int>(w.rows),
                                    .group_size = static_cast<int>(group_size),
                                    .group_shift = w.group_size >= w.rows ? 31 : shift_of(group_size),
-                                   .steps_per_split = steps_per_split,
-                                   .splits = splits};
+                                   .steps_per_split = split.per_split};
     TPQ_CUDA_CHECK(launch_woq_gemv(w.bits, dense_type(dtype), p, grouped, stream, pdl_enabled(res)));
   }
 }

@@ -59,7 +59,7 @@ int blocks_per_sm() {
 template <int kBits, typename T, int kColTiles, bool kGrouped>
 cudaError_t launch_gemv_kernel(const kernels::WoqGemvParams& p, cudaStream_t stream, bool pdl) {
   const dim3 grid(static_cast<unsigned>((p.n + kernels::kWoqTileCols - 1) / kernels::kWoqTileCols),
-                  static_cast<unsigned>(p.splits), 1);
+                  static_cast<unsigned>(p.split_k.splits), 1);
   if constexpr (kGrouped) {
     if (p.g_idx != nullptr) {
       return kernels::launch_kernel(gemv_kernel<kBits, T, kColTiles, true, true>(), grid,
