@@ -147,6 +147,98 @@ __device__ __forceinline__ void finish(const float (&acc)[kColTiles][2][4], cons
               });
 }
 
+// The grouped GEMVs' sums: codes enter the MMA as they are (MagicPlanes), zero points and scales are applied to
+// the f32 sums once per group (y += s · (Σ x·(q + c) − (c + z) · Σ x), Σ x from one more MMA against ones).
+template <class Traits, typename T, int kColTiles>
+struct GroupedSums {
+  using Planes = MagicPlanes<T, Traits::kBits>;
+  static constexpr int kCodes = Traits::kCodes;
+  static constexpr int kWords = Traits::kWords;
+  static constexpr int kXRegs = kCodes / 2;
+  static constexpr int kPlanes = Planes::kPlanes;
+
+  float acc[kColTiles][2][4] = {};
+  float gacc[kPlanes][kColTiles][2][4] = {};
+  float xsum[kColTiles][4] = {};
+  int group = -1;
+  uint32_t group_zeros = 0;
+  uint2 group_scales = make_uint2(0, 0);
+
+  // Applies the finished group, then starts the next from zero.
+  __device__ __forceinline__ void flush() {
+    if (group < 0) return;
+    float sc[4], zc[4];
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const uint16_t sb = static_cast<uint16_t>((c < 2 ? group_scales.x : group_scales.y) >> (16 * (c & 1)));
+      sc[c] = to_float(reinterpret_cast<const T&>(sb));
+      zc[c] = Planes::kOffset + static_cast<float>((group_zeros >> (8 * c)) & 0xFFu);
+    }
+#pragma unroll
+    for (int j = 0; j < kColTiles; ++j) {
+#pragma unroll
+      for (int tr = 0; tr < 2; ++tr) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int c = 2 * tr + (e >> 1);
+          float planes[kPlanes];
+#pragma unroll
+          for (int pl = 0; pl < kPlanes; ++pl) {
+            planes[pl] = gacc[pl][j][tr][e];
+            gacc[pl][j][tr][e] = 0.0f;
+          }
+          const float dot = fmaf(-zc[c], xsum[j][e & 1], Planes::combine(planes));
+          acc[j][tr][e] = fmaf(sc[c], dot, acc[j][tr][e]);
+        }
+      }
+#pragma unroll
+      for (int e = 0; e < 4; ++e) xsum[j][e] = 0.0f;
+    }
+  }
+
+  // One step (4 blocks × 32 columns) of group `step_group`: switch groups if needed (warp-uniform; meta(group,
+  // zeros, scales) gives the new group's packed zero points and scales), decode, MMA.
+  template <class MetaOf>
+  __device__ __forceinline__ void step(int step_group, const MetaOf& meta, const uint4 (&raw)[kWords],
+                                       const uint32_t (&xr)[kColTiles][kXRegs]) {
+    if (step_group != group) {
+      flush();
+      group = step_group;
+      meta(group, group_zeros, group_scales);
+    }
+    uint32_t words[4][kWords];
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+#pragma unroll
+      for (int w = 0; w < kWords; ++w) words[c][w] = component(raw[w], c);
+    }
+#pragma unroll
+    for (int q = 0; q < kCodes / 4; ++q) {
+      const int p0 = 2 * q, p1 = 2 * q + 1;
+      uint32_t b0[kColTiles], b1[kColTiles];
+#pragma unroll
+      for (int j = 0; j < kColTiles; ++j) {
+        b0[j] = x_pair(xr[j], p0, p0 + kCodes / 2);
+        b1[j] = x_pair(xr[j], p1, p1 + kCodes / 2);
+        mma_m16n8k16<T>(xsum[j], Planes::kOnes, Planes::kOnes, Planes::kOnes, Planes::kOnes, b0[j], b1[j]);
+      }
+#pragma unroll
+      for (int tr = 0; tr < 2; ++tr) {
+        const int lo = 2 * tr, hi = 2 * tr + 1;
+        const uint32_t pair_lo0 = Traits::pair_field(words[lo], p0), pair_hi0 = Traits::pair_field(words[hi], p0);
+        const uint32_t pair_lo1 = Traits::pair_field(words[lo], p1), pair_hi1 = Traits::pair_field(words[hi], p1);
+#pragma unroll
+        for (int pl = 0; pl < kPlanes; ++pl) {
+          const uint32_t a0 = Planes::plane(pair_lo0, pl), a1 = Planes::plane(pair_hi0, pl);
+          const uint32_t a2 = Planes::plane(pair_lo1, pl), a3 = Planes::plane(pair_hi1, pl);
+#pragma unroll
+          for (int j = 0; j < kColTiles; ++j) mma_m16n8k16<T>(gacc[pl][j][tr], a0, a1, a2, a3, b0[j], b1[j]);
+        }
+      }
+    }
+  }
+};
+
 }  // namespace woq_detail
 
 template <class Traits, typename T, int kColTiles, int kUnroll>
@@ -261,11 +353,9 @@ __global__ void __launch_bounds__(kWoqWarps * 32) woq_gemv_kernel(const WoqGemvP
 template <class Traits, typename T, int kColTiles, int kSteps, bool kActOrder>
 __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8) / kWoqWarps)  // 16 warps/SM (3-bit 8)
     woq_gemv_grouped_kernel(const WoqGemvParams p) {
-  using Planes = MagicPlanes<T, Traits::kBits>;
   constexpr int kCodes = Traits::kCodes;
   constexpr int kWords = Traits::kWords;
   constexpr int kXRegs = kCodes / 2;
-  constexpr int kPlanes = Planes::kPlanes;
   constexpr int kStepRows = 4 * kCodes;
   constexpr int kStepRowsLog2 = kStepRows == 16 ? 4 : kStepRows == 32 ? 5 : kStepRows == 64 ? 6 : 7;
   static_assert((1 << kStepRowsLog2) == kStepRows, "steps of 16, 32, 64 or 128 rows");
@@ -295,85 +385,15 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
   };
   const auto meta_at = [&](int gi) { return static_cast<int64_t>(gi) * n + col; };
 
-  float acc[kColTiles][2][4] = {};
-  float gacc[kPlanes][kColTiles][2][4] = {};
-  float xsum[kColTiles][4] = {};
-  int group = -1;
-  uint32_t group_zeros = 0;
-  uint2 group_scales = make_uint2(0, 0);
-
-  // Applies the finished group, then starts the next from zero.
-  const auto flush = [&]() {
-    if (group < 0) return;
-    float sc[4], zc[4];
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      const uint16_t sb = static_cast<uint16_t>((c < 2 ? group_scales.x : group_scales.y) >> (16 * (c & 1)));
-      sc[c] = to_float(reinterpret_cast<const T&>(sb));
-      zc[c] = Planes::kOffset + static_cast<float>((group_zeros >> (8 * c)) & 0xFFu);
-    }
-#pragma unroll
-    for (int j = 0; j < kColTiles; ++j) {
-#pragma unroll
-      for (int tr = 0; tr < 2; ++tr) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int c = 2 * tr + (e >> 1);
-          float planes[kPlanes];
-#pragma unroll
-          for (int pl = 0; pl < kPlanes; ++pl) {
-            planes[pl] = gacc[pl][j][tr][e];
-            gacc[pl][j][tr][e] = 0.0f;
-          }
-          const float dot = fmaf(-zc[c], xsum[j][e & 1], Planes::combine(planes));
-          acc[j][tr][e] = fmaf(sc[c], dot, acc[j][tr][e]);
-        }
-      }
-#pragma unroll
-      for (int e = 0; e < 4; ++e) xsum[j][e] = 0.0f;
-    }
+  woq_detail::GroupedSums<Traits, T, kColTiles> sums;
+  // A group's zero points and scales are loaded when the warp enters it.
+  const auto load_meta = [&](int gi, uint32_t& zeros, uint2& group_scales) {
+    zeros = __ldg(reinterpret_cast<const uint32_t*>(p.zeros + meta_at(gi)));
+    group_scales = __ldg(reinterpret_cast<const uint2*>(scales + meta_at(gi)));
   };
-
-  // One step: switch groups if needed (warp-uniform), decode, MMA.
   const auto compute = [&](int step, int act_group, const uint4 (&raw)[kWords],
                            const uint32_t (&xr)[kColTiles][kXRegs]) {
-    const int step_group = kActOrder ? act_group : step >> step_shift;
-    if (step_group != group) {
-      flush();
-      group = step_group;
-      group_zeros = __ldg(reinterpret_cast<const uint32_t*>(p.zeros + meta_at(group)));
-      group_scales = __ldg(reinterpret_cast<const uint2*>(scales + meta_at(group)));
-    }
-    uint32_t words[4][kWords];
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {
-#pragma unroll
-      for (int w = 0; w < kWords; ++w) words[c][w] = component(raw[w], c);
-    }
-#pragma unroll
-    for (int q = 0; q < kCodes / 4; ++q) {
-      const int p0 = 2 * q, p1 = 2 * q + 1;
-      uint32_t b0[kColTiles], b1[kColTiles];
-#pragma unroll
-      for (int j = 0; j < kColTiles; ++j) {
-        b0[j] = woq_detail::x_pair(xr[j], p0, p0 + kCodes / 2);
-        b1[j] = woq_detail::x_pair(xr[j], p1, p1 + kCodes / 2);
-        mma_m16n8k16<T>(xsum[j], Planes::kOnes, Planes::kOnes, Planes::kOnes, Planes::kOnes, b0[j], b1[j]);
-      }
-#pragma unroll
-      for (int tr = 0; tr < 2; ++tr) {
-        const int lo = 2 * tr, hi = 2 * tr + 1;
-        const uint32_t pair_lo0 = Traits::pair_field(words[lo], p0), pair_hi0 = Traits::pair_field(words[hi], p0);
-        const uint32_t pair_lo1 = Traits::pair_field(words[lo], p1), pair_hi1 = Traits::pair_field(words[hi], p1);
-#pragma unroll
-        for (int pl = 0; pl < kPlanes; ++pl) {
-          const uint32_t a0 = Planes::plane(pair_lo0, pl), a1 = Planes::plane(pair_hi0, pl);
-          const uint32_t a2 = Planes::plane(pair_lo1, pl), a3 = Planes::plane(pair_hi1, pl);
-#pragma unroll
-          for (int j = 0; j < kColTiles; ++j) mma_m16n8k16<T>(gacc[pl][j][tr], a0, a1, a2, a3, b0[j], b1[j]);
-        }
-      }
-    }
+    sums.step(kActOrder ? act_group : step >> step_shift, load_meta, raw, xr);
   };
 
   // What one batch holds in registers between its loads and its compute.
@@ -447,9 +467,9 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
       compute(s + u, kActOrder ? b.group[u] : 0, b.raw[u], b.xr[u]);
     }
   }
-  flush();
+  sums.flush();
 
-  woq_detail::finish<T, kColTiles>(acc, p);
+  woq_detail::finish<T, kColTiles>(sums.acc, p);
 }
 
 }  // namespace tpq::kernels
