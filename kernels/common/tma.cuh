@@ -58,6 +58,23 @@ __device__ __forceinline__ uint4 load_shared_16(uint32_t smem) {
   return r;
 }
 
+// kRegs 32-bit words (2, 4 or 8) at the shared-memory address `smem` (8-byte aligned for 2, else 16).
+template <int kRegs>
+__device__ __forceinline__ void load_shared_regs(uint32_t (&r)[kRegs], uint32_t smem) {
+  if constexpr (kRegs == 2) {
+    asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];" : "=r"(r[0]), "=r"(r[1]) : "r"(smem));
+  } else {
+#pragma unroll
+    for (int i = 0; i < kRegs / 4; ++i) {
+      const uint4 v = load_shared_16(smem + 16 * i);
+      r[4 * i] = v.x;
+      r[4 * i + 1] = v.y;
+      r[4 * i + 2] = v.z;
+      r[4 * i + 3] = v.w;
+    }
+  }
+}
+
 // Copies the box at element coordinates (x0, y0) of the 2D tensor map to the shared-memory address `smem`,
 // completing on `bar`. Elements outside the tensor land as zeros (and still count as bytes).
 __device__ __forceinline__ void tma_load_2d(uint32_t smem, const CUtensorMap* map, int x0, int y0, uint64_t* bar) {

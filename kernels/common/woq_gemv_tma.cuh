@@ -27,12 +27,22 @@
 namespace tpq::kernels {
 
 inline constexpr int kWoqTmaStageSteps = 8;
-inline constexpr int kWoqTmaStageRows = 4 * kWoqTmaStageSteps;         // word rows per stage (one per block)
-inline constexpr int kWoqTmaStageBytes = kWoqTmaStageRows * kWoqTileCols * 4;  // 4 KB
+inline constexpr int kWoqTmaStageRows = 4 * kWoqTmaStageSteps;                // word rows per stage (one per block)
+inline constexpr int kWoqTmaStageBytes = kWoqTmaStageRows * kWoqTileCols * 4;  // 4 KB of weights
 inline constexpr int kWoqTmaStages = 3;
-// Dynamic shared memory of one block: the warps' rings, plus the 1 KB the kernel may skip to align them to the
-// 1024-byte pattern of the 128-byte swizzle.
-inline constexpr int kWoqTmaSmemBytes = kWoqWarps * kWoqTmaStages * kWoqTmaStageBytes + 1024;
+inline constexpr int kWoqTmaXBox = 256;  // activations per row of one x box (the most a box dimension takes)
+
+// The activations of one stage: 4 · kCodes per step.
+constexpr int woq_tma_stage_x(int codes) { return kWoqTmaStageSteps * 4 * codes; }
+// Rows of x the stages hold for m rows of M (one launch covers at most 16).
+constexpr int woq_tma_x_rows(int m) { return m < 16 ? m : 16; }
+// Bytes of one warp stage's activations, 128-byte aligned.
+constexpr int woq_tma_x_bytes(int codes, int m) { return (woq_tma_x_rows(m) * woq_tma_stage_x(codes) * 2 + 127) / 128 * 128; }
+// Dynamic shared memory of one block: the warps' weight rings (aligned to the 1024 bytes of the 128-byte swizzle,
+// hence the extra 1 KB), then their activation rings.
+constexpr int woq_tma_smem_bytes(int codes, int m) {
+  return kWoqWarps * kWoqTmaStages * (kWoqTmaStageBytes + woq_tma_x_bytes(codes, m)) + 1024;
+}
 
 template <class Traits, typename T, int kColTiles, bool kActOrder>
 __global__ void __launch_bounds__(kWoqWarps * 32, 2)
@@ -43,9 +53,9 @@ __global__ void __launch_bounds__(kWoqWarps * 32, 2)
   constexpr int kStepRows = 4 * kCodes;
   constexpr int kStepRowsLog2 = kStepRows == 16 ? 4 : kStepRows == 32 ? 5 : kStepRows == 64 ? 6 : 7;
   static_assert((1 << kStepRowsLog2) == kStepRows, "steps of 16, 32, 64 or 128 rows");
-  // Steps of activations per batch: 4 (16-code 2-bit blocks 2), halved with two column tiles.
-  constexpr int kBatch = (kCodes >= 16 ? 2 : 4) / kColTiles;
-  static_assert(kWoqTmaStageSteps % kBatch == 0, "batches do not straddle stages");
+  constexpr int kStageX = woq_tma_stage_x(kCodes);
+  constexpr int kXBoxes = (kStageX + kWoqTmaXBox - 1) / kWoqTmaXBox;
+  constexpr int kXBox = kStageX / kXBoxes;
   constexpr int kPrefetchGroups = 64;
   pdl_launch_dependents();
 
@@ -58,28 +68,40 @@ __global__ void __launch_bounds__(kWoqWarps * 32, 2)
   const int step_shift = p.group_shift - kStepRowsLog2;
   const int tiles = (n + kWoqTileCols - 1) / kWoqTileCols;
   const int units = tiles * p.split_k.splits;  // unit = split · tiles + tile
+  const int x_rows = woq_tma_x_rows(p.m);
+  const int x_stage_bytes = woq_tma_x_bytes(kCodes, p.m);
+  const uint32_t stage_bytes = kWoqTmaStageBytes + x_rows * kStageX * 2;
 
-  // The warp's ring, as a shared-memory address (so that its reads are LDS, not generic loads that ptxas would
-  // track with the global ones), aligned to the swizzle's 1024 bytes.
-  const uint32_t ring = ((shared_address(tma_smem) + 1023u) & ~1023u) + warp * kWoqTmaStages * kWoqTmaStageBytes;
+  // The warp's rings, as shared-memory addresses (so that their reads are LDS, not generic loads that ptxas would
+  // track with the global ones): weights aligned to the swizzle's 1024 bytes, then activations.
+  const uint32_t base = (shared_address(tma_smem) + 1023u) & ~1023u;
+  const uint32_t w_ring = base + warp * kWoqTmaStages * kWoqTmaStageBytes;
+  const uint32_t x_ring = base + kWoqWarps * kWoqTmaStages * kWoqTmaStageBytes + warp * kWoqTmaStages * x_stage_bytes;
 
-  // The producer (lane 0): the warp's stages over the block's units in order, kStages ahead of the consumer.
+  // The producer (lane 0): the warp's stages over the block's units in order, kStages ahead of the consumer. A
+  // stage is the weight box of its 8 steps plus the activation boxes of the same K range (all rows of M).
   int produced = 0, consumed = 0;  // stages issued / read by the warp, over all its units
-  int prod_unit = blockIdx.x, prod_stage = 0;
+  int prod_unit = blockIdx.x, prod_stage = 0, prod_begin = 0, prod_end = 0;
   const auto warp_steps = [&](int unit, int& begin, int& end) {
     const woq_detail::LaneWork<T, kCodes, kColTiles> lw(p, unit % tiles, unit / tiles);
     begin = lw.begin;
     end = lw.end;
   };
-  int prod_begin = 0, prod_end = 0;
   if (prod_unit < units) warp_steps(prod_unit, prod_begin, prod_end);
   const auto produce = [&]() {
     while (produced - consumed < kWoqTmaStages && prod_unit < units) {
       if (prod_begin + prod_stage * kWoqTmaStageSteps < prod_end) {
-        uint64_t* bar = &full[warp][produced % kWoqTmaStages];
-        mbarrier_expect_bytes(bar, kWoqTmaStageBytes);
-        tma_load_2d(ring + (produced % kWoqTmaStages) * kWoqTmaStageBytes, &p.qweight_map,
-                    (prod_unit % tiles) * kWoqTileCols, 4 * (prod_begin + prod_stage * kWoqTmaStageSteps), bar);
+        const int slot = produced % kWoqTmaStages;
+        const int step0 = prod_begin + prod_stage * kWoqTmaStageSteps;
+        uint64_t* bar = &full[warp][slot];
+        mbarrier_expect_bytes(bar, stage_bytes);
+        tma_load_2d(w_ring + slot * kWoqTmaStageBytes, &p.qweight_map, (prod_unit % tiles) * kWoqTileCols, 4 * step0,
+                    bar);
+#pragma unroll
+        for (int b = 0; b < kXBoxes; ++b) {
+          tma_load_2d(x_ring + slot * x_stage_bytes + b * kXBox * 2 * x_rows, &p.x_map, step0 * kStepRows + b * kXBox,
+                      0, bar);
+        }
         ++produced;
         ++prod_stage;
       } else {
@@ -92,18 +114,17 @@ __global__ void __launch_bounds__(kWoqWarps * 32, 2)
   if (lane == 0) {
 #pragma unroll
     for (int i = 0; i < kWoqTmaStages; ++i) mbarrier_init(&full[warp][i]);
-    produce();
   }
   __syncwarp();
-  pdl_wait();
+  pdl_wait();  // x comes with every stage, so the first stages wait too
+  if (lane == 0) produce();
 
   for (int unit = blockIdx.x; unit < units; unit += gridDim.x) {
     const int tile = unit % tiles, split = unit / tiles;
     const woq_detail::LaneWork<T, kCodes, kColTiles> lw(p, tile, split);
     const int g = lw.g, t = lw.t;
     const int64_t col = lw.col;
-    const T* const(&x_row)[kColTiles] = lw.x_row;
-    const int blocks = lw.blocks, begin = lw.begin, end = lw.end;
+    const int begin = lw.begin, end = lw.end;
 
     const auto group_of_step = [&](int step) -> int {
       if constexpr (kActOrder) {
@@ -121,86 +142,48 @@ __global__ void __launch_bounds__(kWoqWarps * 32, 2)
         asm volatile("prefetch.global.L1 [%0];" ::"l"(scales + meta_at(gi)));
       }
     }
-
-    // One batch of steps [s, s + kBatch): activations, groups and the groups' meta, in registers.
-    struct Batch {
-      uint32_t xr[kBatch][kColTiles][kXRegs];
-      uint32_t zeros[kBatch];
-      uint2 scales[kBatch];
-      int group[kActOrder ? kBatch : 1];  // act-order: the steps' groups (else a shift of the step)
-      int next_group[kActOrder ? kBatch : 1];
+    // A group's zero points and scales are loaded when the warp enters it (the only global loads of the loop).
+    const auto load_meta = [&](int gi, uint32_t& zeros, uint2& group_scales) {
+      zeros = __ldg(reinterpret_cast<const uint32_t*>(p.zeros + meta_at(gi)));
+      group_scales = __ldg(reinterpret_cast<const uint2*>(scales + meta_at(gi)));
     };
-    // `groups`: act-order, the batch's groups (loaded with the batch before); `gate`: a zero that orders these
-    // loads after the previous batch's arrival.
-    const auto load_batch = [&](Batch& b, int s, const int (&groups)[kBatch], int gate) {
+    // The lane's x rows in the stage (clamped to the last row of M, as LaneWork's), byte offsets.
+    uint32_t x_off[kColTiles];
 #pragma unroll
-      for (int u = 0; u < kBatch; ++u) {
-        const int step = s + u;
-        const int64_t block = static_cast<int64_t>(step) * 4 + t;
-        const bool ok = step < end && block < blocks;
-#pragma unroll
-        for (int j = 0; j < kColTiles; ++j)
-          woq_detail::load_x<kCodes>(b.xr[u][j], x_row[j], block * kCodes + gate, ok);
-        const int group = step < end ? (kActOrder ? groups[u] : step >> step_shift) : 0;
-        if constexpr (kActOrder) b.group[u] = group;
-        const int64_t meta = meta_at(group) + gate;
-        b.zeros[u] = step < end ? __ldg(reinterpret_cast<const uint32_t*>(p.zeros + meta)) : 0u;
-        b.scales[u] = step < end ? __ldg(reinterpret_cast<const uint2*>(scales + meta)) : make_uint2(0, 0);
-        if constexpr (kActOrder) b.next_group[u] = step + kBatch < end ? group_of_step(step + kBatch + gate) : 0;
-      }
-    };
+    for (int j = 0; j < kColTiles; ++j) x_off[j] = min(j * 8 + g, p.m - 1) * (kXBox * 2);
 
     woq_detail::GroupedSums<Traits, T, kColTiles> sums;
-    const int batches = end > begin ? (end - begin + kBatch - 1) / kBatch : 0;
-    const int first_stage = consumed;
-    // Runs batch i (in `cur`) after issuing batch i + 1 (into `next`).
-    const auto run = [&](Batch& cur, Batch& next, int i) {
-      const int s = begin + i * kBatch;
-      // Unconditionally (past the last batch every load is predicated off): ptxas only knows the current batch
-      // has arrived after this wait if no path skips it.
-      {
-        const int gate = static_cast<int>(cur.xr[0][0][0] & static_cast<uint32_t>(p.zero));
-        int groups[kBatch];
+    for (int s = begin; s < end; s += kWoqTmaStageSteps) {
+      const int q = consumed;
+      mbarrier_wait(&full[warp][q % kWoqTmaStages], (q / kWoqTmaStages) & 1);
+      const uint32_t w_stage = w_ring + (q % kWoqTmaStages) * kWoqTmaStageBytes;
+      const uint32_t x_stage = x_ring + (q % kWoqTmaStages) * x_stage_bytes;
+      int act_group[kActOrder ? kWoqTmaStageSteps : 1];  // act-order: the steps' groups, loaded together
+      if constexpr (kActOrder) {
 #pragma unroll
-        for (int u = 0; u < kBatch; ++u) groups[u] = kActOrder ? cur.next_group[u] : 0;
-        load_batch(next, s + kBatch, groups, gate);
+        for (int u = 0; u < kWoqTmaStageSteps; ++u) act_group[u] = s + u < end ? group_of_step(s + u) : 0;
       }
-      const int q = first_stage + (i * kBatch) / kWoqTmaStageSteps;
-      if ((i * kBatch) % kWoqTmaStageSteps == 0) mbarrier_wait(&full[warp][q % kWoqTmaStages], (q / kWoqTmaStages) & 1);
-      const uint32_t stage = ring + (q % kWoqTmaStages) * kWoqTmaStageBytes;
 #pragma unroll
-      for (int u = 0; u < kBatch; ++u) {
+      for (int u = 0; u < kWoqTmaStageSteps; ++u) {
         if (s + u < end) {
-          const int row = 4 * ((i * kBatch + u) % kWoqTmaStageSteps) + t;
-          const uint4 raw[1] = {load_shared_16(stage + row * 128 + ((g ^ (row & 7)) << 4))};
-          const auto meta = [&](int, uint32_t& zeros, uint2& group_scales) {
-            zeros = cur.zeros[u];
-            group_scales = cur.scales[u];
-          };
-          sums.step(kActOrder ? cur.group[kActOrder ? u : 0] : (s + u) >> step_shift, meta, raw, cur.xr[u]);
+          const int row = 4 * u + t;
+          const uint4 raw[1] = {load_shared_16(w_stage + row * 128 + ((g ^ (row & 7)) << 4))};
+          // Activations [box][row of M][kXBox]: the lane's kCodes at element row · kCodes of the stage.
+          const int e = row * kCodes;
+          const uint32_t x_at = x_stage + (e / kXBox) * (kXBox * 2 * x_rows) + (e % kXBox) * 2;
+          uint32_t xr[kColTiles][kXRegs];
+#pragma unroll
+          for (int j = 0; j < kColTiles; ++j) load_shared_regs<kXRegs>(xr[j], x_at + x_off[j]);
+          sums.step(kActOrder ? act_group[kActOrder ? u : 0] : (s + u) >> step_shift, load_meta, raw, xr);
         }
       }
       // The stage is read: the producer may reuse its slot.
-      if (((i + 1) * kBatch) % kWoqTmaStageSteps == 0 || i + 1 == batches) {
-        __syncwarp();
-        consumed = q + 1;
-        if (lane == 0) {
-          fence_proxy_async_shared();
-          produce();
-        }
+      __syncwarp();
+      consumed = q + 1;
+      if (lane == 0) {
+        fence_proxy_async_shared();
+        produce();
       }
-    };
-
-    Batch b0, b1;
-    if (batches > 0) {
-      int groups[kBatch];
-#pragma unroll
-      for (int u = 0; u < kBatch; ++u) groups[u] = kActOrder && begin + u < end ? group_of_step(begin + u) : 0;
-      load_batch(b0, begin, groups, 0);
-    }
-    for (int i = 0; i < batches; i += 2) {
-      run(b0, b1, i);
-      if (i + 1 < batches) run(b1, b0, i + 1);
     }
     sums.flush();
     woq_detail::finish<T, kColTiles>(sums.acc, p, tile, split);

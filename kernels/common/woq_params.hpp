@@ -36,6 +36,9 @@ struct WoqGemvParams {
   // The streamed GEMV (woq_gemv_tma.cuh, sm_90): qweight as a 2D tensor map of u32 [word rows, n], boxes of 32
   // columns × kWoqTmaStageRows rows, 128-byte swizzle, zeros outside. Set by the launcher; unused by the others.
   CUtensorMap qweight_map;  // aligned as its type requires
+  // The streamed GEMV: x as a 2D tensor map [m, rows] of T, boxes of woq_tma_x_rows(m) rows × the stage's (up to
+  // 256) activations, no swizzle, zeros outside.
+  CUtensorMap x_map;
 };
 
 // Dequantization to a dense [n, k] weight: W[c, col(r)] for every stored row r.

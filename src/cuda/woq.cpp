@@ -82,9 +82,9 @@ void launch_gemv(Context::CudaResources& res, DType dtype, const WoqWeights& w, 
   const bool grouped = w.g_idx != nullptr || w.group_size >= w.rows ||
                        (w.group_size % (4 * codes) == 0 && shift_of(w.group_size) >= 0);
   // On sm_90 and newer the grouped GEMV streams its weight through the copy engine (not the 3-word 3-bit blocks).
-  const WoqGemvKind kind = !grouped                                                      ? WoqGemvKind::kGeneral
-                           : res.cc_major >= 9 && w.bits != 3 && streamed_gemv_enabled() ? WoqGemvKind::kStreamed
-                                                                                          : WoqGemvKind::kGrouped;
+  // Its x goes through the copy engine too: rows a multiple of 8 (16-byte rows of x), x 16-byte aligned.
+  const bool streamed = res.cc_major >= 9 && w.bits != 3 && w.rows % 8 == 0 && aligned(x, 16) && streamed_gemv_enabled();
+  const WoqGemvKind kind = !grouped ? WoqGemvKind::kGeneral : streamed ? WoqGemvKind::kStreamed : WoqGemvKind::kGrouped;
   const int64_t group_size = std::min<int64_t>(w.group_size, w.rows);
   const int tiles = static_cast<int>((w.n + kernels::kWoqTileCols - 1) / kernels::kWoqTileCols);
   const int steps = static_cast<int>((w.rows / codes + 3) / 4);
@@ -127,7 +127,8 @@ void launch_gemv(Context::CudaResources& res, DType dtype, const WoqWeights& w, 
                                    .group_shift = w.group_size >= w.rows ? 31 : shift_of(group_size),
                                    .steps_per_split = split.per_split,
                                    .resident_blocks = resident_blocks,
-                                   .qweight_map = {}};
+                                   .qweight_map = {},
+                                   .x_map = {}};
     TPQ_CUDA_CHECK(launch_woq_gemv(w.bits, dense_type(dtype), p, kind, stream, pdl_enabled(res)));
   }
 }

@@ -7,6 +7,7 @@
 #include <cudaTypedefs.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "kernels/common/launch.cuh"
 #include "kernels/common/woq_dequant.cuh"
@@ -47,12 +48,13 @@ auto gemv_kernel() {
   }
 }
 
-template <Kind kKind>
-constexpr int dynamic_smem() {
-  return kKind == Kind::kStreamed ? kernels::kWoqTmaSmemBytes : 0;
+// Dynamic shared memory of a launch for m rows; the streamed GEMV's grows with m (its activation stages).
+template <int kBits, Kind kKind>
+constexpr int dynamic_smem(int m) {
+  return kKind == Kind::kStreamed ? kernels::woq_tma_smem_bytes(kernels::gptq::KernelTraits<kBits>::kCodes, m) : 0;
 }
 
-// Opts the kernel in to its dynamic shared memory (above the 48 KB default), once per instantiation.
+// Opts the kernel in to its dynamic shared memory for any m (above the 48 KB default), once per instantiation.
 template <class Kernel>
 cudaError_t allow_smem(Kernel kernel, int bytes) {
   if (bytes <= 48 * 1024) return cudaSuccess;
@@ -60,24 +62,28 @@ cudaError_t allow_smem(Kernel kernel, int bytes) {
 }
 template <int kBits, typename T, int kColTiles, Kind kKind, bool kActOrder>
 cudaError_t prepare_kernel() {
-  static const cudaError_t status = allow_smem(gemv_kernel<kBits, T, kColTiles, kKind, kActOrder>(), dynamic_smem<kKind>());
+  static const cudaError_t status =
+      allow_smem(gemv_kernel<kBits, T, kColTiles, kKind, kActOrder>(), dynamic_smem<kBits, kKind>(kColTiles * 8));
   return status;
 }
 
-// Resident blocks per SM of one instantiation, asked once.
+// Resident blocks per SM of one instantiation at m rows, asked once per m.
 template <int kBits, typename T, int kColTiles, Kind kKind>
-int blocks_per_sm() {
-  static const int blocks = [] {
+int blocks_per_sm(int m) {
+  static int cached[kernels::kWoqTileCols + 1] = {};  // by m (1..16); 0: not asked yet
+  const int key = std::clamp(m, 1, kernels::kWoqTileCols);
+  if (cached[key] == 0) {
     int b = 0;
     if (prepare_kernel<kBits, T, kColTiles, kKind, false>() != cudaSuccess ||
         cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, gemv_kernel<kBits, T, kColTiles, kKind>(),
-                                                      kernels::kWoqWarps * 32, dynamic_smem<kKind>()) != cudaSuccess) {
+                                                      kernels::kWoqWarps * 32, dynamic_smem<kBits, kKind>(m)) !=
+            cudaSuccess) {
       (void)cudaGetLastError();
       b = 1;
     }
-    return b > 0 ? b : 1;
-  }();
-  return blocks;
+    cached[key] = b > 0 ? b : 1;
+  }
+  return cached[key];
 }
 
 // cuTensorMapEncodeTiled, from the driver through the runtime (no link against libcuda), looked up once.
@@ -112,11 +118,31 @@ cudaError_t encode_qweight_map(kernels::WoqGemvParams& p) {
   return r == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
 }
 
+// The streamed GEMV's view of x: T [m, rows], boxes of its stage's activations × all m rows.
+template <int kBits, typename T>
+cudaError_t encode_x_map(kernels::WoqGemvParams& p) {
+  const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
+  if (encode == nullptr) return cudaErrorNotSupported;
+  constexpr int kStageX = kernels::woq_tma_stage_x(kernels::gptq::KernelTraits<kBits>::kCodes);
+  constexpr int kBoxes = (kStageX + kernels::kWoqTmaXBox - 1) / kernels::kWoqTmaXBox;
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(p.rows), static_cast<cuuint64_t>(p.m)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(p.rows) * sizeof(T)};
+  const cuuint32_t box[2] = {static_cast<cuuint32_t>(kStageX / kBoxes),
+                             static_cast<cuuint32_t>(kernels::woq_tma_x_rows(p.m))};
+  const cuuint32_t element_strides[2] = {1, 1};
+  const CUtensorMapDataType type =
+      std::is_same_v<T, __half> ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  const CUresult r = encode(&p.x_map, type, 2, const_cast<void*>(p.x), dims, strides, box, element_strides,
+                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return r == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
+}
+
 template <int kBits, typename T, int kColTiles, Kind kKind, bool kActOrder>
 cudaError_t launch_instance(const kernels::WoqGemvParams& p, dim3 grid, cudaStream_t stream, bool pdl) {
   if (const cudaError_t e = prepare_kernel<kBits, T, kColTiles, kKind, kActOrder>(); e != cudaSuccess) return e;
   return kernels::launch_kernel(gemv_kernel<kBits, T, kColTiles, kKind, kActOrder>(), grid,
-                                dim3(kernels::kWoqWarps * 32), dynamic_smem<kKind>(), stream, pdl, p);
+                                dim3(kernels::kWoqWarps * 32), dynamic_smem<kBits, kKind>(p.m), stream, pdl, p);
 }
 
 template <int kBits, typename T, int kColTiles, Kind kKind>
@@ -129,6 +155,7 @@ cudaError_t launch_gemv_kernel(const kernels::WoqGemvParams& params, cudaStream_
     kernels::WoqGemvParams p = params;
     if constexpr (kKind == Kind::kStreamed) {
       if (const cudaError_t e = encode_qweight_map<kBits>(p); e != cudaSuccess) return e;
+      if (const cudaError_t e = encode_x_map<kBits, T>(p); e != cudaSuccess) return e;
       // Persistent blocks: one launch of at most the resident blocks, each looping over units.
       const unsigned units = grid.x * grid.y;
       grid = dim3(p.resident_blocks > 0 ? std::min(units, static_cast<unsigned>(p.resident_blocks)) : units, 1, 1);
@@ -172,10 +199,10 @@ int occupancy_for_bits(int bits, int m, Kind kind) {
     const auto of = [&]<int kColTiles>() {
       switch (kind) {
         case Kind::kStreamed:
-          if constexpr (kBits != 3) return blocks_per_sm<kBits, T, kColTiles, Kind::kStreamed>();
+          if constexpr (kBits != 3) return blocks_per_sm<kBits, T, kColTiles, Kind::kStreamed>(m);
           return 1;
-        case Kind::kGrouped: return blocks_per_sm<kBits, T, kColTiles, Kind::kGrouped>();
-        default: return blocks_per_sm<kBits, T, kColTiles, Kind::kGeneral>();
+        case Kind::kGrouped: return blocks_per_sm<kBits, T, kColTiles, Kind::kGrouped>(m);
+        default: return blocks_per_sm<kBits, T, kColTiles, Kind::kGeneral>(m);
       }
     };
     return m <= 8 ? of.template operator()<1>() : of.template operator()<2>();
