@@ -80,21 +80,18 @@ struct LaneWork {
   const T* x_row[kColTiles];
   int blocks, begin, end;
 
-  __device__ __forceinline__ explicit LaneWork(const WoqGemvParams& p)
-      : LaneWork(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y)) {}
-  // For output tile `tile`, split of K `split`.
-  __device__ __forceinline__ LaneWork(const WoqGemvParams& p, int tile, int split) {
+  __device__ __forceinline__ explicit LaneWork(const WoqGemvParams& p) {
     lane = threadIdx.x & 31;
     warp = threadIdx.x >> 5;
     g = lane >> 2;
     t = lane & 3;
-    col = min(tile * kWoqTileCols + 4 * g, p.n - 4);
+    col = min(static_cast<int>(blockIdx.x) * kWoqTileCols + 4 * g, p.n - 4);
     const T* x = static_cast<const T*>(p.x);
 #pragma unroll
     for (int j = 0; j < kColTiles; ++j) x_row[j] = x + static_cast<int64_t>(min(j * 8 + g, p.m - 1)) * p.rows;
     blocks = p.rows / kCodes;
     const int steps = (blocks + 3) >> 2;
-    const int split_begin = split * p.steps_per_split;
+    const int split_begin = blockIdx.y * p.steps_per_split;
     const int split_end = min(steps, split_begin + p.steps_per_split);
     const int per_warp = (split_end - split_begin + kWoqWarps - 1) / kWoqWarps;
     begin = split_begin + warp * per_warp;
@@ -102,13 +99,12 @@ struct LaneWork {
   }
 };
 
-// The end of the GEMVs: sum the warps' K ranges (and the split-K blocks') of output tile `tile`, split `split`,
-// add the bias, store.
+// The end of both GEMVs: sum the warps' K ranges (and the split-K blocks'), add the bias, store.
 template <typename T, int kColTiles>
-__device__ __forceinline__ void finish(const float (&acc)[kColTiles][2][4], const WoqGemvParams& p, int tile,
-                                       int split) {
+__device__ __forceinline__ void finish(const float (&acc)[kColTiles][2][4], const WoqGemvParams& p) {
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
+  const int tile = blockIdx.x;
   const int m = p.m, n = p.n;
   // Layout [warp][value][lane] keeps both the writes and the reads conflict-free.
   constexpr int kValues = kColTiles * 8;
@@ -144,14 +140,14 @@ __device__ __forceinline__ void finish(const float (&acc)[kColTiles][2][4], cons
   const T* bias = static_cast<const T*>(p.bias);
   T* y = static_cast<T*>(p.y);
 
-  finish_tile(v, active, out_m, out_n, p.split_k, tile, split, m, n,
+  finish_tile(v, active, out_m, out_n, p.split_k, tile, blockIdx.y, m, n,
               [&](float sum, int r) {
                 if (bias != nullptr) sum += to_float(bias[out_n[r]]);
                 y[static_cast<int64_t>(out_m[r]) * n + out_n[r]] = from_float<T>(sum);
               });
 }
 
-// The grouped GEMVs' sums: codes enter the MMA as they are (MagicPlanes), zero points and scales are applied to
+// The grouped GEMV's sums: codes enter the MMA as they are (MagicPlanes), zero points and scales are applied to
 // the f32 sums once per group (y += s · (Σ x·(q + c) − (c + z) · Σ x), Σ x from one more MMA against ones).
 template <class Traits, typename T, int kColTiles>
 struct GroupedSums {
@@ -337,7 +333,7 @@ __global__ void __launch_bounds__(kWoqWarps * 32) woq_gemv_kernel(const WoqGemvP
   }
   if (!waited) pdl_wait();  // warps with no steps still write outputs below
 
-  woq_detail::finish<T, kColTiles>(acc, p, blockIdx.x, blockIdx.y);
+  woq_detail::finish<T, kColTiles>(acc, p);
 }
 
 // The grouped GEMV: the same tiles, loads and MMAs, with fewer instructions per weight, which is what bounds the
@@ -473,7 +469,7 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
   }
   sums.flush();
 
-  woq_detail::finish<T, kColTiles>(sums.acc, p, blockIdx.x, blockIdx.y);
+  woq_detail::finish<T, kColTiles>(sums.acc, p);
 }
 
 }  // namespace tpq::kernels

@@ -2,8 +2,6 @@
 // Launch parameters of the generic weight-only quantized kernels (woq_gemv.cuh, woq_dequant.cuh): plain structs
 // shared by the host launchers (g++) and the kernels (nvcc), passed by value. A format's traits decide how the
 // packed words are read; these say where everything is.
-#include <cuda.h>  // CUtensorMap (a plain C struct; g++ includes this header too)
-
 #include <cstdint>
 
 #include "kernels/common/split_k_params.hpp"
@@ -30,15 +28,6 @@ struct WoqGemvParams {
   int group_size;
   int group_shift;      // log2(group_size) when a power of two, else -1
   int steps_per_split;  // steps (4 blocks of codes each) that one blockIdx.y covers
-  int zero = 0;         // always 0, unknown to the compiler: the streamed GEMV orders its loads with it
-  int resident_blocks = 0;  // streamed GEMV: blocks that fit on the GPU at once (it launches at most that many,
-                            // each looping over (tile, split) units); 0: one block per unit
-  // The streamed GEMV (woq_gemv_tma.cuh, sm_90): qweight as a 2D tensor map of u32 [word rows, n], boxes of 32
-  // columns × kWoqTmaStageRows rows, 128-byte swizzle, zeros outside. Set by the launcher; unused by the others.
-  CUtensorMap qweight_map;  // aligned as its type requires
-  // The streamed GEMV: x as a 2D tensor map [m, rows] of T, boxes of woq_tma_x_rows(m) rows × the stage's (up to
-  // 256) activations, no swizzle, zeros outside.
-  CUtensorMap x_map;
 };
 
 // Dequantization to a dense [n, k] weight: W[c, col(r)] for every stored row r.

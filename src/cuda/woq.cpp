@@ -13,8 +13,6 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
-#include <cstdlib>
-#include <string_view>
 
 #include "kernels/gptq/traits.hpp"
 #include "src/cuda/cuda_resources.hpp"
@@ -56,16 +54,6 @@ bool gemv_fits(const WoqWeights& w, DType dtype, const void* x, int64_t m) {
   return aligned(x, x_align) && aligned(w.qweight, 16) && aligned(w.scales, 8) && aligned(w.zeros, 4);
 }
 
-// TPQ_WOQ_STREAMED=0 keeps the register-batched grouped GEMV on sm_90 too: a diagnostic switch, so that one
-// benchmark run can compare the two kernels (scripts/gpu_run.sh).
-bool streamed_gemv_enabled() {
-  static const bool enabled = [] {
-    const char* v = std::getenv("TPQ_WOQ_STREAMED");
-    return v == nullptr || std::string_view(v) != "0";
-  }();
-  return enabled;
-}
-
 // log2(g) for a power of two, else -1.
 int shift_of(int64_t g) {
   if (g <= 0 || (g & (g - 1)) != 0) return -1;
@@ -81,10 +69,6 @@ void launch_gemv(Context::CudaResources& res, DType dtype, const WoqWeights& w, 
   // steps (tpq/quant/gptq.hpp), plain groups must be whole steps and a power of two, or there is one group.
   const bool grouped = w.g_idx != nullptr || w.group_size >= w.rows ||
                        (w.group_size % (4 * codes) == 0 && shift_of(w.group_size) >= 0);
-  // On sm_90 and newer the grouped GEMV streams its weight through the copy engine (not the 3-word 3-bit blocks).
-  // Its x goes through the copy engine too: rows a multiple of 8 (16-byte rows of x), x 16-byte aligned.
-  const bool streamed = res.cc_major >= 9 && w.bits != 3 && w.rows % 8 == 0 && aligned(x, 16) && streamed_gemv_enabled();
-  const WoqGemvKind kind = !grouped ? WoqGemvKind::kGeneral : streamed ? WoqGemvKind::kStreamed : WoqGemvKind::kGrouped;
   const int64_t group_size = std::min<int64_t>(w.group_size, w.rows);
   const int tiles = static_cast<int>((w.n + kernels::kWoqTileCols - 1) / kernels::kWoqTileCols);
   const int steps = static_cast<int>((w.rows / codes + 3) / 4);
@@ -94,11 +78,10 @@ void launch_gemv(Context::CudaResources& res, DType dtype, const WoqWeights& w, 
     // Split K across blocks when that fills the GPU better: the split count whose blocks come closest to whole
     // waves of resident blocks, as long as every warp keeps at least one step and the context's split-K scratch
     // (one counter per tile, shared with the dense GEMV) covers the tiles (plan_gemv_split caps it to the scratch).
-    const int resident_blocks =
-        res.sm_count * woq_gemv_blocks_per_sm(w.bits, dense_type(dtype), static_cast<int>(mm), kind);
     int wanted = 1;
     if (tiles <= res.gemv_max_tiles) {
-      const int resident = resident_blocks;
+      const int resident =
+          res.sm_count * woq_gemv_blocks_per_sm(w.bits, dense_type(dtype), static_cast<int>(mm), grouped);
       const auto efficiency = [&](int s) {
         const double waves = static_cast<double>(tiles) * s / resident;
         return waves / std::ceil(waves);
@@ -125,11 +108,8 @@ void launch_gemv(Context::CudaResources& res, DType dtype, const WoqWeights& w, 
                                    .rows = static_cast<int>(w.rows),
                                    .group_size = static_cast<int>(group_size),
                                    .group_shift = w.group_size >= w.rows ? 31 : shift_of(group_size),
-                                   .steps_per_split = split.per_split,
-                                   .resident_blocks = resident_blocks,
-                                   .qweight_map = {},
-                                   .x_map = {}};
-    TPQ_CUDA_CHECK(launch_woq_gemv(w.bits, dense_type(dtype), p, kind, stream, pdl_enabled(res)));
+                                   .steps_per_split = split.per_split};
+    TPQ_CUDA_CHECK(launch_woq_gemv(w.bits, dense_type(dtype), p, grouped, stream, pdl_enabled(res)));
   }
 }
 

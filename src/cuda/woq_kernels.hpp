@@ -12,16 +12,13 @@ namespace tpq::detail {
 // Rows of M one GEMV launch covers (two MMA column tiles of 8).
 inline constexpr int kWoqGemvPassRows = 16;
 
-// Which GEMV: the general one (every block of codes in one group), the grouped one (every step of 4 blocks in one
-// group; kernels/common/woq_gemv.cuh), or the grouped one with its weight streamed by the copy engine
-// (woq_gemv_tma.cuh: sm_90 and newer, bits 2, 4, 8).
-enum class WoqGemvKind { kGeneral, kGrouped, kStreamed };
-
-// bits 2, 3, 4, 8; dtype kBF16 or kF16; 1 <= p.m <= kWoqGemvPassRows. `pdl`: programmatic stream serialization.
-cudaError_t launch_woq_gemv(int bits, DenseType dtype, const kernels::WoqGemvParams& p, WoqGemvKind kind,
+// bits 2, 3, 4, 8; dtype kBF16 or kF16; 1 <= p.m <= kWoqGemvPassRows. `grouped`: the grouped GEMV (every step of
+// 4 blocks of codes in one group), else the general one (every block in one group). `pdl`: programmatic stream
+// serialization.
+cudaError_t launch_woq_gemv(int bits, DenseType dtype, const kernels::WoqGemvParams& p, bool grouped,
                             cudaStream_t stream, bool pdl);
-// Blocks of the GEMV launch_woq_gemv would run for (bits, dtype, m, kind) that fit on one SM at once.
-int woq_gemv_blocks_per_sm(int bits, DenseType dtype, int m, WoqGemvKind kind);
+// Blocks of the GEMV launch_woq_gemv would run for (bits, dtype, m, grouped) that fit on one SM at once.
+int woq_gemv_blocks_per_sm(int bits, DenseType dtype, int m, bool grouped);
 // dtype (of the scales and the output): kBF16, kF16 or kF32.
 cudaError_t launch_woq_dequant(int bits, DenseType dtype, const kernels::WoqDequantParams& p, cudaStream_t stream);
 // dtype: kBF16, kF16 or kF32.
