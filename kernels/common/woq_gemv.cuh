@@ -29,8 +29,9 @@
 // bandwidth at M = 1 (llama8b o 31 %, gate_up 55 %), 2.1–2.5x cuBLAS bf16; 8-bit at 45–66 %. What bounds it: ptxas
 // gives every global load of a warp one scoreboard (SB5 in the SASS, no partial DEPBAR waits), so the first use
 // of a batch waits for every load the warp has issued. A warp therefore has one batch of loads in flight at a
-// time, and the bytes in flight per SM are (warps per SM) x (one batch). Double-buffering batches, persistent blocks
-// and warps that stream long contiguous ranges (stream-K) were all measured slower (benchmarks/results/README.md).
+// time, and the bytes in flight per SM are (warps per SM) x (one batch). Double-buffering batches, persistent blocks,
+// warps that stream long contiguous ranges (stream-K), and a per-warp ring of copy-engine (TMA) stages for the
+// weight (with x in registers or through the copy engine too) were all measured slower (benchmarks/results/README.md).
 #include <cstdint>
 
 #include "kernels/common/float_convert.cuh"
