@@ -71,6 +71,26 @@ __device__ __forceinline__ void load_x(uint32_t (&xr)[kCodes / 2], const T* row,
   }
 }
 
+// The 16-byte load(s) of a lane's block as its 4 columns' words, and the MMA B operands (x pairs) of pair group q
+// for each column tile, in the order the traits' pair_bits / pair_field read the codes.
+template <int kWords>
+__device__ __forceinline__ void split_words(const uint4 (&raw)[kWords], uint32_t (&words)[4][kWords]) {
+#pragma unroll
+  for (int c = 0; c < 4; ++c) {
+#pragma unroll
+    for (int w = 0; w < kWords; ++w) words[c][w] = component(raw[w], c);
+  }
+}
+template <int kCodes, int kColTiles>
+__device__ __forceinline__ void x_operands(const uint32_t (&xr)[kColTiles][kCodes / 2], int q,
+                                           uint32_t (&b0)[kColTiles], uint32_t (&b1)[kColTiles]) {
+#pragma unroll
+  for (int j = 0; j < kColTiles; ++j) {
+    b0[j] = x_pair(xr[j], 2 * q, 2 * q + kCodes / 2);
+    b1[j] = x_pair(xr[j], 2 * q + 1, 2 * q + 1 + kCodes / 2);
+  }
+}
+
 // What both GEMVs derive from the launch before their loops: the lane's place in the MMA fragments (g, t), its 4
 // columns (clamped to the last 4 past n: real memory, results never stored), its x rows (clamped to the last row
 // past m likewise), and the warp's range of steps [begin, end) within the block's split of K.
@@ -208,21 +228,15 @@ struct GroupedSums {
       meta(group, group_zeros, group_scales);
     }
     uint32_t words[4][kWords];
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {
-#pragma unroll
-      for (int w = 0; w < kWords; ++w) words[c][w] = component(raw[w], c);
-    }
+    split_words(raw, words);
 #pragma unroll
     for (int q = 0; q < kCodes / 4; ++q) {
       const int p0 = 2 * q, p1 = 2 * q + 1;
       uint32_t b0[kColTiles], b1[kColTiles];
+      x_operands<kCodes>(xr, q, b0, b1);
 #pragma unroll
-      for (int j = 0; j < kColTiles; ++j) {
-        b0[j] = x_pair(xr[j], p0, p0 + kCodes / 2);
-        b1[j] = x_pair(xr[j], p1, p1 + kCodes / 2);
+      for (int j = 0; j < kColTiles; ++j)
         mma_m16n8k16<T>(xsum[j], Planes::kOnes, Planes::kOnes, Planes::kOnes, Planes::kOnes, b0[j], b1[j]);
-      }
 #pragma unroll
       for (int tr = 0; tr < 2; ++tr) {
         const int lo = 2 * tr, hi = 2 * tr + 1;
@@ -305,20 +319,12 @@ __global__ void __launch_bounds__(kWoqWarps * 32) woq_gemv_kernel(const WoqGemvP
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       uint32_t words[4][kWords];
-#pragma unroll
-      for (int c = 0; c < 4; ++c) {
-#pragma unroll
-        for (int w = 0; w < kWords; ++w) words[c][w] = component(raw[u][w], c);
-      }
+      woq_detail::split_words(raw[u], words);
 #pragma unroll
       for (int q = 0; q < kCodes / 4; ++q) {
         const int p0 = 2 * q, p1 = 2 * q + 1;
         uint32_t b0[kColTiles], b1[kColTiles];
-#pragma unroll
-        for (int j = 0; j < kColTiles; ++j) {
-          b0[j] = woq_detail::x_pair(xr[u][j], p0, p0 + kCodes / 2);
-          b1[j] = woq_detail::x_pair(xr[u][j], p1, p1 + kCodes / 2);
-        }
+        woq_detail::x_operands<kCodes>(xr[u], q, b0, b1);
 #pragma unroll
         for (int tr = 0; tr < 2; ++tr) {
           const int lo = 2 * tr, hi = 2 * tr + 1;
