@@ -70,6 +70,18 @@ __device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t b, uint32_t c) {
   return d;
 }
 
+// Two bf16 products in one instruction (bf16x2 words a * b, round to nearest; subnormal inputs and results are
+// kept). An FMA with -0.0 added, so sm_80 has it too; -0.0 leaves every product, +0.0 included, unchanged.
+__device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t b) {
+  uint32_t d = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(0x80008000u));
+#elif defined(__CUDA_ARCH__)
+  __trap();  // bf16 arithmetic needs sm_80, as the MMA below
+#endif
+  return d;
+}
+
 // Asks for `bytes` (a multiple of 16, 16-byte aligned) at `p` to be brought into L2, without waiting and
 // without registers (sm_90+; nothing elsewhere). Used for the weights a kernel will read right after its
 // programmatic-dependent-launch wait, so that DRAM works on them while the previous kernel drains.

@@ -14,9 +14,6 @@ inline constexpr int kFp8GemvWarps = 8;
 inline constexpr int kFp8GemvUnitK = 128;
 inline constexpr int kFp8GemvColTileRows = 8;
 inline constexpr int kFp8GemvMaxM = 16;
-// Weights enter the tensor cores as e4m3 * 2^-8 (an exact bit-level widening to f16); the epilogue multiplies
-// this back.
-inline constexpr float kFp8GemvWeightFactor = 256.0f;
 
 struct Fp8GemvParams {
   const void* x;            // [m, k] bf16 / f16

@@ -7,9 +7,9 @@
 //  - Each warp owns a tile of 16 rows of W and a contiguous range of K in units of 128 elements. Per unit, lane
 //    (g = lane / 4, t = lane % 4) loads 16 bytes of rows g and g+8 at chunks 8u + t and 8u + 4 + t: 16 e4m3
 //    weights of each row per load, two loads per row, kUnits units in flight before the first use.
-//  - Weights are widened to the activation type exactly: an e4m3 code's bits, shifted into an f16, are the code's
-//    value times 2^-8 (subnormals included, since both formats keep the same subnormal structure); for bf16 the
-//    f16 pair goes through f32 (exact: at most 4 significant bits). The 2^8 returns in the epilogue.
+//  - Weights are widened to the activation type exactly, subnormals included (e4m3x4_to): one conversion
+//    instruction per pair of codes for f16 on sm_89+; elsewhere a byte permute, a shift and a select per pair, as
+//    e4m3 * 2^-8, and for bf16 one multiply by a power of two. The epilogue takes any power of two back.
 //  - One m16n8k16 MMA per 4 weights of each row: W is the A operand (16 rows), x the B operand (8 rows of x per
 //    column tile). As in the dense GEMV, a lane's physical K positions stand in for the logical ones of the
 //    fragment layout, and x is read with the same mapping: no shuffles.
@@ -25,7 +25,7 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
-#include <cstring>
+#include <type_traits>
 
 #include "kernels/common/float_convert.cuh"
 #include "kernels/common/ptx_ops.cuh"
@@ -37,29 +37,43 @@ namespace tpq::kernels {
 
 namespace fp8_gemv_detail {
 
-// 4 e4m3 codes (bytes b0..b3 of q) -> f16x2 words (b0, b1) and (b2, b3), each value e4m3 · 2^-8, exactly.
-__device__ __forceinline__ void e4m3x4_to_f16x4(uint32_t q, uint32_t& lo, uint32_t& hi) {
-  const uint32_t r = __byte_perm(q, 0u, 0x3120);  // b0 b2 b1 b3: the pairs (b0, b1), (b2, b3) sit 16 bits apart
-  lo = ((r & 0x00800080u) << 8) | ((r & 0x007F007Fu) << 7);
-  hi = (r & 0x80008000u) | ((r & 0x7F007F00u) >> 1);
-}
-
-// An f16x2 word in the MMA operand type T.
+// 4 e4m3 codes (bytes b0..b3 of q) -> operand words of T holding (b0, b1) and (b2, b3), each value the code's
+// times widened_factor<T>()^-1, exactly. sm_89+ has an instruction for f16 pairs. Elsewhere, a byte permute puts
+// each pair's codes in the high bytes of its two 16-bit halves (sign at bit 15); one shift and one bitwise select
+// then place the 7 magnitude bits:
+//  - f16: exponent and mantissa 1 bit lower (bits 13..7). The value is the code's times 2^(7 - 15) = 2^-8, and an
+//    e4m3 subnormal (exponent 0) lands on an f16 subnormal of the same scaled value.
+//  - bf16: 4 bits lower (bits 10..4), the code's value times 2^(7 - 127) = 2^-120 (subnormals again the same), and
+//    one bf16x2 multiply by 2^112 gives e4m3 * 2^-8: exact, a power of two in range.
+// The epilogue multiplies the factor back.
 template <typename T>
-__device__ __forceinline__ uint32_t from_f16x2(uint32_t h);
+__device__ __forceinline__ constexpr float widened_factor() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  if constexpr (std::is_same_v<T, __half>) return 1.0f;
+#endif
+  return 256.0f;
+}
+template <typename T>
+__device__ __forceinline__ void e4m3x4_to(uint32_t q, uint32_t& lo, uint32_t& hi);
 template <>
-__device__ __forceinline__ uint32_t from_f16x2<__half>(uint32_t h) {
-  return h;
+__device__ __forceinline__ void e4m3x4_to<__half>(uint32_t q, uint32_t& lo, uint32_t& hi) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  // sm_89+ converts a pair in one instruction, exactly (every e4m3 value is an f16), without the 2^-8.
+  asm("{\n\t.reg .b16 l, h;\n\tmov.b32 {l, h}, %2;\n\t"
+      "cvt.rn.f16x2.e4m3x2 %0, l;\n\tcvt.rn.f16x2.e4m3x2 %1, h;\n\t}"
+      : "=r"(lo), "=r"(hi)
+      : "r"(q));
+#else
+  const uint32_t a = __byte_perm(q, 0u, 0x1404), b = __byte_perm(q, 0u, 0x3424);
+  lo = (a & 0x80008000u) | ((a >> 1) & 0x3F803F80u);
+  hi = (b & 0x80008000u) | ((b >> 1) & 0x3F803F80u);
+#endif
 }
 template <>
-__device__ __forceinline__ uint32_t from_f16x2<__nv_bfloat16>(uint32_t h) {
-  __half2 h2;
-  memcpy(&h2, &h, 4);
-  const float2 f = __half22float2(h2);
-  const __nv_bfloat162 b = __floats2bfloat162_rn(f.x, f.y);  // exact: <= 4 significant bits, in range
-  uint32_t out;
-  memcpy(&out, &b, 4);
-  return out;
+__device__ __forceinline__ void e4m3x4_to<__nv_bfloat16>(uint32_t q, uint32_t& lo, uint32_t& hi) {
+  const uint32_t a = __byte_perm(q, 0u, 0x1404), b = __byte_perm(q, 0u, 0x3424);
+  lo = bf16x2_mul(((a & 0x80008000u) | ((a >> 4) & 0x07F007F0u)), 0x77807780u);  // 0x7780 = 2^112
+  hi = bf16x2_mul(((b & 0x80008000u) | ((b >> 4) & 0x07F007F0u)), 0x77807780u);
 }
 
 // The 4 MMAs of one 16-byte chunk: weights of rows g (lo) and g+8 (hi), x chunk xa (elements 0..7) and xb (8..15).
@@ -69,18 +83,24 @@ __device__ __forceinline__ void mma_chunk(float (&acc)[4], const uint4& wl, cons
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     uint32_t l0, l1, h0, h1;
-    e4m3x4_to_f16x4(component(wl, i), l0, l1);
-    e4m3x4_to_f16x4(component(wh, i), h0, h1);
+    e4m3x4_to<T>(component(wl, i), l0, l1);
+    e4m3x4_to<T>(component(wh, i), h0, h1);
     const uint4& xv = i < 2 ? xa : xb;
     const uint32_t b0 = component(xv, (i & 1) * 2), b1 = component(xv, (i & 1) * 2 + 1);
-    mma_m16n8k16<T>(acc, from_f16x2<T>(l0), from_f16x2<T>(h0), from_f16x2<T>(l1), from_f16x2<T>(h1), b0, b1);
+    mma_m16n8k16<T>(acc, l0, h0, l1, h1, b0, b1);
   }
 }
 
 }  // namespace fp8_gemv_detail
 
+// Register bounds: ptxas's own choice (68-84 registers for one- and two-unit batches, three blocks per SM; 124-128
+// for four units, two blocks) except for block-scaled four-unit batches, held to two blocks per SM (128 registers,
+// 82 bytes spilled in the f16 one, which would take 146 and run one block per SM). Asking for a minimum of blocks
+// elsewhere made ptxas take more registers, not fewer (108-131 for two units, two blocks per SM; Llama-3-8B qkv at
+// M = 1 took 9.2 us against 7.8 us in the run before on an H200).
 template <typename T, int kColTiles, int kUnits, bool kBlockScale>
-__global__ void __launch_bounds__(kFp8GemvWarps * 32) fp8_weight_only_gemv_kernel(const Fp8GemvParams p) {
+__global__ void __launch_bounds__(kFp8GemvWarps * 32, kUnits >= 4 && kBlockScale ? 2 : 0)
+    fp8_weight_only_gemv_kernel(const Fp8GemvParams p) {
   pdl_launch_dependents();
 
   const int lane = threadIdx.x & 31;
@@ -111,7 +131,11 @@ __global__ void __launch_bounds__(kFp8GemvWarps * 32) fp8_weight_only_gemv_kerne
   const int begin = split_begin + warp * per_warp;
   const int end = min(split_end, begin + per_warp);
 
+  // Two MMA chains (one per half-unit) halve the dependent MMAs. Per-tensor and per-row scales: they run through
+  // the whole K range and add up at the end; block scales: they restart every unit, which adds its sum to `acc`
+  // with its block's scale.
   float acc[kColTiles][4] = {};
+  float chain[2][kColTiles][4] = {};
   bool waited = false;
   for (int u0 = begin; u0 < end; u0 += kUnits) {
     // Loads for kUnits units: chunk 8u + 4s + t of rows g and g+8, s = 0, 1.
@@ -124,8 +148,11 @@ __global__ void __launch_bounds__(kFp8GemvWarps * 32) fp8_weight_only_gemv_kerne
       for (int s = 0; s < 2; ++s) {
         const int c = (u0 + uu) * 8 + s * 4 + t;
         ok[uu][s] = (u0 + uu < end) && (c < chunks);
-        wl[uu][s] = load_stream_16_if(w_lo + static_cast<int64_t>(c) * 16, ok[uu][s]);
-        wh[uu][s] = load_stream_16_if(w_hi + static_cast<int64_t>(c) * 16, ok[uu][s]);
+        // A chunk past the range reads the row's last one instead (no predicate, no zeroed registers): its x is
+        // zero, so it adds nothing (a NaN code there is in the row's own sum already).
+        const int64_t cw = ok[uu][s] ? c : chunks - 1;
+        wl[uu][s] = load_stream_16(w_lo + cw * 16);
+        wh[uu][s] = load_stream_16(w_hi + cw * 16);
       }
       if constexpr (kBlockScale) {
         sc[uu] = u0 + uu < end ? __ldg(block_scales + ((u0 + uu) * kFp8GemvUnitK) / p.block_k) : 0.0f;
@@ -152,26 +179,33 @@ __global__ void __launch_bounds__(kFp8GemvWarps * 32) fp8_weight_only_gemv_kerne
     }
 #pragma unroll
     for (int uu = 0; uu < kUnits; ++uu) {
-      // Two partial sums (one per half-unit) halve the chain of dependent MMAs.
-      float part[2][kColTiles][4] = {};
+      if constexpr (kBlockScale) {
+#pragma unroll
+        for (int s = 0; s < 2; ++s)
+#pragma unroll
+          for (int j = 0; j < kColTiles; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) chain[s][j][e] = 0.0f;
+      }
 #pragma unroll
       for (int s = 0; s < 2; ++s) {
 #pragma unroll
         for (int j = 0; j < kColTiles; ++j)
-          fp8_gemv_detail::mma_chunk<T>(part[s][j], wl[uu][s], wh[uu][s], xv[uu][s][j][0], xv[uu][s][j][1]);
+          fp8_gemv_detail::mma_chunk<T>(chain[s][j], wl[uu][s], wh[uu][s], xv[uu][s][j][0], xv[uu][s][j][1]);
       }
+      if constexpr (kBlockScale) {
 #pragma unroll
-      for (int j = 0; j < kColTiles; ++j) {
+        for (int j = 0; j < kColTiles; ++j)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          if constexpr (kBlockScale) {
-            acc[j][e] = fmaf(part[0][j][e] + part[1][j][e], sc[uu], acc[j][e]);
-          } else {
-            acc[j][e] += part[0][j][e] + part[1][j][e];
-          }
-        }
+          for (int e = 0; e < 4; ++e) acc[j][e] = fmaf(chain[0][j][e] + chain[1][j][e], sc[uu], acc[j][e]);
       }
     }
+  }
+  if constexpr (!kBlockScale) {
+#pragma unroll
+    for (int j = 0; j < kColTiles; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[j][e] = chain[0][j][e] + chain[1][j][e];
   }
   if (!waited) pdl_wait();  // warps with no units still write outputs below
 
@@ -211,7 +245,7 @@ __global__ void __launch_bounds__(kFp8GemvWarps * 32) fp8_weight_only_gemv_kerne
   const T* bias = static_cast<const T*>(p.bias);
   T* y = static_cast<T*>(p.y);
   const auto finish = [&](float sum, int r, int c) {
-    float scale = kFp8GemvWeightFactor;
+    float scale = fp8_gemv_detail::widened_factor<T>();
     if (p.scale_kind == static_cast<int>(Fp8ScaleKind::kTensor)) scale *= __ldg(p.w_scale);
     if (p.scale_kind == static_cast<int>(Fp8ScaleKind::kRow)) scale *= __ldg(p.w_scale + r);
     float out = sum * scale;
