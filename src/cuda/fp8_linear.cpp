@@ -39,8 +39,7 @@ namespace {
 
 // LtPlanKey tag of the FP8 GEMM (linear.cpp's dense GEMM uses 1).
 constexpr int64_t kPlanFp8Gemm = 0x46503801;
-// cuBLASLt's fast FP8 accumulation trades accuracy for speed; the block modes refuse it. Off until measured.
-constexpr bool kFp8FastAccum = false;
+
 
 using kernels::Fp8ScaleLayout;
 
@@ -107,13 +106,17 @@ struct ScaledPlan {
   cublasLtMatmulMatrixScale_t b_mode = CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F;
   const float* a_scale = nullptr;
   Fp8ScaleLayout act_layout = Fp8ScaleLayout::kScalar;
+  // cuBLASLt's fast FP8 accumulation (no periodic promotion of the tensor cores' partial sums to FP32 registers):
+  // scalar scales only, as the context says (Context::set_fp8_fast_accumulation; the block modes refuse it).
+  bool fast_accum = false;
   // The M cuBLASLt sees: VEC128 activation scales need M % 4 == 0 (cuBLAS 13.1 on sm_90 refuses other M), so
   // block-scaled problems run on M rounded up, with zero padding rows and a temporary output.
   int64_t m_gemm = 0;
 };
 
 // How cuBLASLt would run `a` on this GPU, or why it cannot (in `why`).
-std::optional<ScaledPlan> scaled_plan(const Context::CudaResources& res, const Fp8LinearArgs& a, const char** why) {
+std::optional<ScaledPlan> scaled_plan(const Context& ctx, const Context::CudaResources& res, const Fp8LinearArgs& a,
+                                      const char** why) {
   const auto refuse = [&](const char* reason) -> std::optional<ScaledPlan> {
     *why = reason;
     return std::nullopt;
@@ -140,6 +143,7 @@ std::optional<ScaledPlan> scaled_plan(const Context::CudaResources& res, const F
       if (per_tensor_act) {
         plan.a_scale = a.w_scale;
         plan.act_layout = Fp8ScaleLayout::kScalar;
+        plan.fast_accum = ctx.fp8_fast_accumulation();
         return plan;
       }
       if (a.act.scheme == Fp8ActScheme::kDynamicGroup) return refuse("per-tensor weights with 1x128 activations");
@@ -195,8 +199,7 @@ struct Fp8Matmul {
     if (plan.b_mode != CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F)
       set_attr(d, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, static_cast<int32_t>(plan.b_mode));
 #endif
-    if (kFp8FastAccum && plan.a_mode == CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F)
-      set_attr(d, CUBLASLT_MATMUL_DESC_FAST_ACCUM, static_cast<int8_t>(1));
+    if (plan.fast_accum) set_attr(d, CUBLASLT_MATMUL_DESC_FAST_ACCUM, static_cast<int8_t>(1));
     // Vector and block scale modes want their scale pointers set when the heuristic is asked; B's (the
     // activations') is not known until they are quantized, so any device pointer stands in until then.
     set_attr(d, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, static_cast<const void*>(plan.a_scale));
@@ -246,7 +249,7 @@ LtPlanKey plan_key(const Fp8LinearArgs& a, const ScaledPlan& plan, bool with_bia
                pointer_alignment(a.w),
                pointer_alignment(a.y),
                with_bias ? pointer_alignment(a.bias) : 0,
-               kFp8FastAccum ? 1 : 0};
+               plan.fast_accum ? 1 : 0};
   return key;
 }
 
@@ -366,7 +369,7 @@ Fp8Path cuda_fp8_auto_path(const Context& ctx, const Fp8LinearArgs& a) {
   const Context::CudaResources& res = cuda_resources_of(ctx, "fp8 linear");
   if (a.m <= kFp8WeightOnlyMaxM && weight_only_refusal(a) == nullptr) return Fp8Path::kWeightOnly;
   const char* why = nullptr;
-  if (scaled_plan(res, a, &why)) return Fp8Path::kScaledGemm;
+  if (scaled_plan(ctx, res, a, &why)) return Fp8Path::kScaledGemm;
   return Fp8Path::kDequantGemm;
 }
 
@@ -387,7 +390,7 @@ void cuda_fp8_linear(const Context& ctx, const Fp8LinearArgs& a, Fp8Path path) {
       return;
     }
     const char* why = nullptr;
-    const auto plan = chosen == Fp8Path::kScaledGemm ? scaled_plan(res, a, &why) : std::nullopt;
+    const auto plan = chosen == Fp8Path::kScaledGemm ? scaled_plan(ctx, res, a, &why) : std::nullopt;
     // When cuBLASLt refuses the problem, the dequantizing path is always correct.
     if (plan && run_scaled_gemm(ctx, res, a, *plan, stream)) return;
     run_dequant_gemm(ctx, res, a, stream);
@@ -403,7 +406,7 @@ void cuda_fp8_linear(const Context& ctx, const Fp8LinearArgs& a, Fp8Path path) {
     }
     case Fp8Path::kScaledGemm: {
       const char* why = nullptr;
-      const auto plan = scaled_plan(res, a, &why);
+      const auto plan = scaled_plan(ctx, res, a, &why);
       TPQ_CHECK(plan.has_value(), kUnsupported, "fp8 scaled GEMM ({} weights, {} activations) on sm_{}{}: {}",
                 fp8_scale_kind_name(a.scale_kind), fp8_act_scheme_name(a.act.scheme), res.cc_major, res.cc_minor,
                 why);

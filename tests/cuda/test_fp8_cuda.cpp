@@ -20,6 +20,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "kernels/fp8/reference.hpp"
@@ -40,13 +41,14 @@ struct Fp8Case {
   int64_t m, n, k;
   Fp8Path path;
   bool bias;
+  bool fast_accum = true;  // Context::set_fp8_fast_accumulation
 };
 
 std::string case_name(const Fp8Case& c) {
   std::ostringstream s;
   s << fp8_path_name(c.path) << "_" << fp8_scale_kind_name(c.kind) << "_" << fp8_act_scheme_name(c.act)
     << (c.ue8m0 ? "_ue8m0" : "") << "_" << dtype_name(c.dtype) << "_m" << c.m << "_n" << c.n << "_k" << c.k
-    << (c.bias ? "_bias" : "");
+    << (c.bias ? "_bias" : "") << (c.fast_accum ? "" : "_promoted");
   std::string out = s.str();
   std::replace(out.begin(), out.end(), '-', '_');
   return out;
@@ -125,6 +127,17 @@ double rel_err(const std::vector<float>& got, const std::vector<float>& want, in
 
 double tolerance(DType dtype) { return dtype == DType::BF16 ? 4e-3 : dtype == DType::F16 ? 1e-3 : 1e-5; }
 
+// The scaled GEMM's tolerance against the emulated reference. cuBLASLt's fast FP8 accumulation (per-tensor scales,
+// the context's default) sums in the tensor cores' reduced precision: measured on an H200 at K = 4096, 1.47e-3
+// relative RMS error on these random layers (the promoted mode stays within the f16 output's 1e-3), still 25x
+// under what quantizing the activations costs (3.8e-2 against the unquantized product). Fast mode is held to the
+// bf16 bound, 4e-3, whatever the output type.
+double scaled_gemm_tolerance(const Fp8Case& c) {
+  const bool fast = c.fast_accum && c.kind == Fp8ScaleKind::kTensor &&
+                    (c.act == Fp8ActScheme::kStaticTensor || c.act == Fp8ActScheme::kDynamicTensor);
+  return fast ? std::max(tolerance(c.dtype), 4e-3) : tolerance(c.dtype);
+}
+
 class Fp8CudaTest : public CudaTestWithParam<Fp8Case> {};
 
 TEST_P(Fp8CudaTest, MatchesTheCpuReferenceOfItsPath) {
@@ -149,7 +162,8 @@ TEST_P(Fp8CudaTest, MatchesTheCpuReferenceOfItsPath) {
   const std::vector<float> x_exact = x_host.to_floats();
 
   Stream stream;
-  const Context ctx = Context::cuda(device, stream.get(), std::make_shared<PoisonAllocator>());
+  Context ctx = Context::cuda(device, stream.get(), std::make_shared<PoisonAllocator>());
+  ctx.set_fp8_fast_accumulation(c.fast_accum);
   const auto layer = std::make_shared<Fp8Linear>(on_device(l.host, Device::cuda(device)));
   const Tensor x = x_host.to(Device::cuda(device));
   Tensor y;
@@ -180,10 +194,10 @@ TEST_P(Fp8CudaTest, MatchesTheCpuReferenceOfItsPath) {
       EXPECT_LT(e_weight_only, tol);
       break;
     case Fp8Path::kScaledGemm:
-      EXPECT_LT(e_emulated, tol) << "against the weight-only reference: " << e_weight_only;
+      EXPECT_LT(e_emulated, scaled_gemm_tolerance(c)) << "against the weight-only reference: " << e_weight_only;
       break;
     case Fp8Path::kAuto:
-      EXPECT_LT(std::min(e_weight_only, e_emulated), tol)
+      EXPECT_TRUE(e_weight_only < tol || e_emulated < scaled_gemm_tolerance(c))
           << "weight-only reference " << e_weight_only << ", emulated " << e_emulated;
       break;
   }
@@ -214,6 +228,15 @@ std::vector<Fp8Case> all_cases() {
     cases.push_back({K::kBlock, A::kDynamicGroup, true, DType::BF16, m, 256, 512, Fp8Path::kScaledGemm, false});
     cases.push_back({K::kBlock, A::kDynamicToken, false, DType::F16, m, 256, 256, Fp8Path::kScaledGemm, false});
   }
+  // Per-tensor scales accumulate in the tensor cores' fast mode by default: both modes on a long K. The f16 cases
+  // with the promoted mode also check that the switch is obeyed: fast mode misses their 1e-3 (1.47e-3 on an H200).
+  for (bool fast : {true, false})
+    for (int64_t m : {64, 300}) {
+      cases.push_back(
+          {K::kTensor, A::kDynamicTensor, false, DType::BF16, m, 256, 4096, Fp8Path::kScaledGemm, false, fast});
+      cases.push_back(
+          {K::kTensor, A::kStaticTensor, false, DType::F16, m, 256, 4096, Fp8Path::kScaledGemm, m == 64, fast});
+    }
   // Block scaling beyond the decode sizes, M not a multiple of 4, 8 or 16.
   for (int64_t m : {17, 20, 24, 33, 100}) {
     cases.push_back({K::kBlock, A::kDynamicGroup, false, DType::BF16, m, 256, 384, Fp8Path::kScaledGemm, false});
@@ -236,6 +259,79 @@ std::vector<Fp8Case> all_cases() {
 
 INSTANTIATE_TEST_SUITE_P(Paths, Fp8CudaTest, ::testing::ValuesIn(all_cases()),
                          [](const ::testing::TestParamInfo<Fp8Case>& i) { return case_name(i.param); });
+
+// The GEMV's widening of e4m3 to the MMA type, for every finite code: W's row r holds code (r + c) % 256 at column
+// c < 16 (NaN codes replaced by 0), all scales 1, and row i of x is the unit vector e_i, so y[i, r] is one code's
+// value, which bf16 and f16 hold exactly: the output must equal the e4m3 definition bit for bit. Subnormal codes
+// (exponent 0) are among them, so a conversion that flushes or mis-scales them fails here even where the random
+// tests' relative error would not notice.
+double e4m3_value(uint8_t code) {
+  const int sign = code >> 7, e = (code >> 3) & 15, m = code & 7;
+  const double mag = e == 0 ? std::ldexp(m / 8.0, -6) : std::ldexp(1.0 + m / 8.0, e - 7);
+  return sign ? -mag : mag;
+}
+
+class Fp8GemvCodes : public CudaTestWithParam<std::tuple<DType, Fp8ScaleKind, int64_t>> {};
+
+TEST_P(Fp8GemvCodes, EveryFiniteCodeWidensExactly) {
+  const auto [dtype, kind, m] = GetParam();
+  int device = 0;
+  TPQ_TEST_CUDA(cudaGetDevice(&device));
+  const int64_t n = 256, k = 128;
+  std::vector<uint8_t> codes(static_cast<size_t>(n * k), 0);
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t c = 0; c < 16; ++c) {
+      const auto code = static_cast<uint8_t>((r + c) % 256);
+      codes[static_cast<size_t>(r * k + c)] = (code & 0x7F) == 0x7F ? 0 : code;
+    }
+  Fp8Linear::Parts parts;
+  parts.weight = Tensor::from_bytes(codes.data(), {n, k}, DType::F8E4M3);
+  parts.scale_kind = kind;
+  const Shape scale_shape = kind == Fp8ScaleKind::kTensor ? Shape{1}
+                            : kind == Fp8ScaleKind::kRow  ? Shape{n}
+                                                          : Shape{2, 1};
+  parts.weight_scale = Tensor::from_floats(std::vector<float>(static_cast<size_t>(shape_numel(scale_shape)), 1.0f),
+                                           scale_shape, DType::F32);
+  parts.act.scheme = Fp8ActScheme::kNone;
+  parts.dtype = dtype;
+  std::vector<float> xv(static_cast<size_t>(m * k), 0.0f);
+  for (int64_t i = 0; i < m; ++i) xv[static_cast<size_t>(i * k + i)] = 1.0f;
+
+  Stream stream;
+  const Context ctx = Context::cuda(device, stream.get(), std::make_shared<PoisonAllocator>());
+  const auto layer = std::make_shared<Fp8Linear>(on_device(parts, Device::cuda(device)));
+  const Tensor x = Tensor::from_floats(xv, {m, k}, dtype).to(Device::cuda(device));
+  Tensor y;
+  try {
+    y = layer->forward_path(x, ctx, Fp8Path::kWeightOnly);
+  } catch (const Error& e) {
+    FAIL() << "forward failed: " << e.what();
+  }
+  TPQ_TEST_CUDA(cudaStreamSynchronize(stream.get()));
+  const std::vector<float> got = y.to_floats();
+  int64_t wrong = 0;
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t r = 0; r < n; ++r) {
+      const uint8_t code = codes[static_cast<size_t>(r * k + i)];
+      const float want = static_cast<float>(e4m3_value(code));
+      const float g = got[static_cast<size_t>(i * n + r)];
+      if (g != want && wrong++ < 8)
+        ADD_FAILURE() << "row " << i << ", code 0x" << std::hex << int{code} << std::dec << ": got " << g << ", want "
+                      << want;
+    }
+  EXPECT_EQ(wrong, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(DtypesKindsRows, Fp8GemvCodes,
+                         ::testing::Combine(::testing::Values(DType::BF16, DType::F16),
+                                            ::testing::Values(Fp8ScaleKind::kTensor, Fp8ScaleKind::kRow,
+                                                              Fp8ScaleKind::kBlock),
+                                            ::testing::Values(int64_t{1}, int64_t{16})),
+                         [](const auto& i) {
+                           return std::string(dtype_name(std::get<0>(i.param))) + "_" +
+                                  std::string(fp8_scale_kind_name(std::get<1>(i.param))) + "_m" +
+                                  std::to_string(std::get<2>(i.param));
+                         });
 
 // A forced path that cannot run says why instead of computing something else.
 class Fp8CudaErrors : public CudaTest {};

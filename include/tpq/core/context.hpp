@@ -40,6 +40,16 @@ class Context {
   size_t workspace_bytes() const;
   Allocator& allocator() const { return *allocator_; }
 
+  // FP8 GEMMs with per-tensor weight and activation scales (cuBLASLt on sm_89+) accumulate in the tensor cores'
+  // fast mode: partial sums are not promoted to FP32 registers every few K steps. On by default, as FP8 inference
+  // engines run these GEMMs. Measured on an H200 (benchmarks/results/README.md, sixth session): 1.04-1.10x faster
+  // at M = 4096; 1.5e-3 relative RMS error at K = 4096 against the promoted sum, where quantizing the activations
+  // already costs 3.8e-2 against the unquantized product. Off: the promoted accumulation. Per-row, per-token and
+  // block scales always use the promoted one (cuBLASLt has no fast mode for them); the weight-only GEMV and the
+  // CPU reference accumulate in FP32 whatever this says. Copies of a context keep their own setting.
+  void set_fp8_fast_accumulation(bool on) { fp8_fast_accum_ = on; }
+  bool fp8_fast_accumulation() const { return fp8_fast_accum_; }
+
   // A tensor on this context's device, from its allocator, released on its stream.
   Tensor empty(const Shape& shape, DType dtype) const;
 
@@ -53,6 +63,7 @@ class Context {
   Device device_ = Device::cpu();
   StreamHandle stream_ = nullptr;
   int cpu_threads_ = 1;
+  bool fp8_fast_accum_ = true;
   std::shared_ptr<Allocator> allocator_;
   std::shared_ptr<CudaResources> cuda_;
 };
