@@ -4,9 +4,9 @@
 //  1. Weight-only GEMV (m <= kFp8WeightOnlyMaxM): streams the FP8 weight once, x stays bf16/f16
 //     (kernels/fp8/weight_only_gemv.cuh). Works on every GPU the dense GEMV does (sm_80+).
 //  2. Scaled GEMM: quantize x (kernels/fp8/act_quant.cuh), then cuBLASLt e4m3 x e4m3 -> bf16/f16 with the scales
-//     in the descriptor. Per-tensor weights and per-tensor activations: scalar scales (sm_89+). Per-row weights or
-//     per-token activations: outer-vector scales (sm_90, cuBLAS 12.9+). 128 x 128 block weights: BLK128x128 for W
-//     and VEC128 (1 x 128) for x (sm_90, cuBLAS 12.9+).
+//     in the descriptor. Per-tensor weights and per-tensor activations: scalar scales (sm_89+), fast accumulation
+//     unless the context turns it off. Per-row weights or per-token activations: outer-vector scales (sm_90,
+//     cuBLAS 12.9+). 128 x 128 block weights: BLK128x128 for W and VEC128 (1 x 128) for x (sm_90, cuBLAS 12.9+).
 //  3. Dequantize W to the compute dtype (kernels/fp8/dequant.cuh) and run the dense cuda_linear: GPUs without FP8
 //     tensor cores, shapes cuBLASLt refuses, and weight-only checkpoints at large M.
 //
@@ -39,7 +39,6 @@ namespace {
 
 // LtPlanKey tag of the FP8 GEMM (linear.cpp's dense GEMM uses 1).
 constexpr int64_t kPlanFp8Gemm = 0x46503801;
-
 
 using kernels::Fp8ScaleLayout;
 
@@ -107,7 +106,8 @@ struct ScaledPlan {
   const float* a_scale = nullptr;
   Fp8ScaleLayout act_layout = Fp8ScaleLayout::kScalar;
   // cuBLASLt's fast FP8 accumulation (no periodic promotion of the tensor cores' partial sums to FP32 registers):
-  // scalar scales only, as the context says (Context::set_fp8_fast_accumulation; the block modes refuse it).
+  // scalar scales only, as the context says (Context::set_fp8_fast_accumulation; the block modes refuse it, the
+  // outer-vector ones are not measured with it).
   bool fast_accum = false;
   // The M cuBLASLt sees: VEC128 activation scales need M % 4 == 0 (cuBLAS 13.1 on sm_90 refuses other M), so
   // block-scaled problems run on M rounded up, with zero padding rows and a temporary output.

@@ -45,8 +45,9 @@ class Context {
   // engines run these GEMMs. Measured on an H200 (benchmarks/results/README.md, sixth session): 1.04-1.10x faster
   // at M = 4096; 1.5e-3 relative RMS error at K = 4096 against the promoted sum, where quantizing the activations
   // already costs 3.8e-2 against the unquantized product. Off: the promoted accumulation. Per-row, per-token and
-  // block scales always use the promoted one (cuBLASLt has no fast mode for them); the weight-only GEMV and the
-  // CPU reference accumulate in FP32 whatever this says. Copies of a context keep their own setting.
+  // block scales always use the promoted one (cuBLASLt refuses the fast mode with block scales; with outer-vector
+  // scales it is not measured); the weight-only GEMV and the CPU reference accumulate in FP32 whatever this says.
+  // Copies of a context keep their own setting.
   void set_fp8_fast_accumulation(bool on) { fp8_fast_accum_ = on; }
   bool fp8_fast_accumulation() const { return fp8_fast_accum_; }
 
