@@ -8,7 +8,8 @@
 #   e.g. scripts/gpu_profile.sh woq_gemv_grouped --format gptq4_g128 --m 1 --n 28672 --k 4096
 #
 # Files in $OUT: build.log, ncu.log, profile.ncu-rep (open it in the Nsight Compute GUI), details.txt,
-# source.csv (every SASS instruction with its metrics), top_stalls.txt.
+# source.csv (every SASS instruction with its metrics), top_stalls.txt; with TPQ_PROFILE_SLIM=1 only details.txt
+# and top_stalls.txt stay (the device tool returns at most 8 files).
 # The column names of ncu's source page differ between Nsight Compute versions: when the stall-sampling column is not
 # found, the table's header is printed instead (the H200 machine's ncu has it). The SASS's scoreboard control bits
 # (which loads a wait covers) are not in the report: decode them from `cuobjdump -sass` (results README, s4).
@@ -83,3 +84,9 @@ for r in ranked[:40]:
     print(f"{share:5.1f}%  {where:>8}  {r[source][:70]:70}  {why}")
 EOF
 cat "$OUT/top_stalls.txt"
+
+# The device tool brings back at most 8 files from $OUT: TPQ_PROFILE_SLIM=1 keeps only details.txt and
+# top_stalls.txt (the report, the SASS table and the logs go), so a profile fits beside a run's other outputs.
+if [ "${TPQ_PROFILE_SLIM:-0}" = 1 ]; then
+  rm -f "$OUT/profile.ncu-rep" "$OUT/source.csv" "$OUT/build.log" "$OUT/cfg.log" "$OUT/ncu.log"
+fi
