@@ -214,6 +214,10 @@ std::vector<Fp8Case> all_cases() {
       cases.push_back({K::kRow, A::kDynamicToken, false, dt, m, 136, 272, Fp8Path::kWeightOnly, false});
       cases.push_back({K::kBlock, A::kDynamicGroup, false, dt, m, 320, 400, Fp8Path::kWeightOnly, m == 1});
     }
+  // Two-unit batches: more tiles than two blocks per SM hold (an H200's 132 SMs: 264; here 272 tiles) and short K
+  // ranges per warp, as the host picks for Llama-3-8B qkv and gate_up (the shapes above all take four-unit batches).
+  cases.push_back({K::kTensor, A::kDynamicTensor, false, DType::BF16, 1, 4352, 1024, Fp8Path::kWeightOnly, true});
+  cases.push_back({K::kBlock, A::kDynamicGroup, false, DType::F16, 6, 4352, 1024, Fp8Path::kWeightOnly, false});
   // Split-K: 3 output tiles over 32 units of K.
   cases.push_back({K::kTensor, A::kDynamicTensor, false, DType::BF16, 1, 48, 4096, Fp8Path::kWeightOnly, true});
   cases.push_back({K::kBlock, A::kDynamicGroup, false, DType::BF16, 5, 40, 4096, Fp8Path::kWeightOnly, false});
