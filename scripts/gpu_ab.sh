@@ -8,8 +8,8 @@
 #   device: OUT=dir scripts/gpu_ab.sh ab_ref.tar [tpq_bench arguments...]      (run's carry: ["ab_ref.tar"])
 #           e.g. scripts/gpu_ab.sh ab_ref.tar --format fp8,fp8-block --m 1,8
 #
-# Each pass runs the working tree's bench and then the reference's with the same arguments; each row keeps its
-# minimum time over the passes. Files in $OUT: ab.txt (the table: time of each side in us, % of the measured read
+# Each pass runs both benches with the same arguments, the working tree's first in odd passes and the reference's
+# first in even ones (so neither side always runs on a warmer GPU); each row keeps its minimum time over the passes. Files in $OUT: ab.txt (the table: time of each side in us, % of the measured read
 # bandwidth, ref/new > 1 where the working tree is faster) and ab_raw.txt (every pass's rows).
 # Knobs (environment): AB_PASSES (default 2), CUDA_ARCHS, BUILD_DIR (as gpu_env.sh), AB_REF_DIR (default
 # /tmp/tpq_ab_ref: where the reference is unpacked and built).
@@ -45,8 +45,11 @@ rm -f "$OUT/ab_build_new.log" "$OUT/ab_build_ref.log"
 
 raw="$OUT/ab_raw.txt"
 : >"$raw"
+[ "$passes" -ge 1 ] 2>/dev/null || { echo "AB_PASSES must be a positive number, not '$passes'"; exit 2; }
 for pass in $(seq 1 "$passes"); do
-  for side in new ref; do
+  sides="new ref"
+  [ $((pass % 2)) = 0 ] && sides="ref new"
+  for side in $sides; do
     exe="$build/benchmarks/tpq_bench"
     [ $side = ref ] && exe="$ref/build/benchmarks/tpq_bench"
     echo "== $side pass $pass" >>"$raw"
@@ -62,8 +65,8 @@ for line in open(sys.argv[1]):
     if m:
         side = m.group(1)
         continue
-    if "measured read bandwidth" in line:
-        bw.append(line.split(":", 1)[1].split("(")[0].strip())
+    if "measured read bandwidth" in line and side:
+        bw.append(side + " " + line.split(":", 1)[1].split("(")[0].strip())
     f = line.split()
     # format shape M N K time TFLOP/s GB/s %BW ...
     if side is None or line.startswith("#") or len(f) < 9:
@@ -79,6 +82,8 @@ for line in open(sys.argv[1]):
     best = rows[key].get(side)
     if best is None or t < best[0]:
         rows[key][side] = (t, pct)
+if not order:
+    sys.exit("no benchmark rows in " + sys.argv[1])
 print(f"# same-run A/B, {sys.argv[2]} passes, minimum time per row; read bandwidth per bench start: {', '.join(bw)}")
 print(f"# {'format':12s} {'shape':22s} {'M':>5s} {'new us (%BW)':>15s} {'ref us (%BW)':>15s}  ref/new")
 for key in order:

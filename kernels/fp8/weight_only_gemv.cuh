@@ -45,7 +45,8 @@ namespace fp8_gemv_detail {
 //    e4m3 subnormal (exponent 0) lands on an f16 subnormal of the same scaled value.
 //  - bf16: 4 bits lower (bits 10..4), the code's value times 2^(7 - 127) = 2^-120 (subnormals again the same), and
 //    one bf16x2 multiply by 2^112 gives e4m3 * 2^-8: exact, a power of two in range.
-// The epilogue multiplies the factor back.
+// The epilogue multiplies the factor back. The NaN codes (0x7F, 0xFF) are not e4m3 values a checkpoint holds: the
+// conversion instruction makes them NaN, the bit tricks +-480 (as the dequantize kernel does), times 2^-8.
 template <typename T>
 __device__ __forceinline__ constexpr float widened_factor() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
@@ -93,9 +94,10 @@ __device__ __forceinline__ void mma_chunk(float (&acc)[4], const uint4& wl, cons
 
 }  // namespace fp8_gemv_detail
 
-// Register bounds: ptxas's own choice (68-84 registers for one- and two-unit batches, three blocks per SM; 124-128
-// for four units, two blocks) except for block-scaled four-unit batches, held to two blocks per SM (128 registers,
-// 82 bytes spilled in the f16 one, which would take 146 and run one block per SM). Asking for a minimum of blocks
+// Register bounds: ptxas's own choice (68-80 registers for one- and two-unit batches, three blocks per SM, but 84
+// and two for the f16 block-scaled one with two column tiles; 124-128 for four units, two blocks) except for
+// block-scaled four-unit batches, held to two blocks per SM (128 registers, 82 bytes spilled in the f16 one, which
+// would take 146 and run one block per SM). Asking for a minimum of blocks
 // elsewhere made ptxas take more registers, not fewer (108-131 for two units, two blocks per SM; Llama-3-8B qkv at
 // M = 1 took 9.2 us against 7.8 us in the run before on an H200).
 template <typename T, int kColTiles, int kUnits, bool kBlockScale>

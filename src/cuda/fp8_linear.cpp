@@ -106,8 +106,8 @@ struct ScaledPlan {
   const float* a_scale = nullptr;
   Fp8ScaleLayout act_layout = Fp8ScaleLayout::kScalar;
   // cuBLASLt's fast FP8 accumulation (no periodic promotion of the tensor cores' partial sums to FP32 registers):
-  // scalar scales only, as the context says (Context::set_fp8_fast_accumulation; the block modes refuse it, the
-  // outer-vector ones are not measured with it).
+  // scalar scales only, as the context says (Context::set_fp8_fast_accumulation; not measured with the vector and
+  // block modes).
   bool fast_accum = false;
   // The M cuBLASLt sees: VEC128 activation scales need M % 4 == 0 (cuBLAS 13.1 on sm_90 refuses other M), so
   // block-scaled problems run on M rounded up, with zero padding rows and a temporary output.

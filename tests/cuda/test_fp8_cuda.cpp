@@ -130,8 +130,8 @@ double tolerance(DType dtype) { return dtype == DType::BF16 ? 4e-3 : dtype == DT
 // The scaled GEMM's tolerance against the emulated reference. cuBLASLt's fast FP8 accumulation (per-tensor scales,
 // the context's default) sums in the tensor cores' reduced precision: measured on an H200 at K = 4096, 1.47e-3
 // relative RMS error on these random layers (the promoted mode stays within the f16 output's 1e-3), still 25x
-// under what quantizing the activations costs (3.8e-2 against the unquantized product). Fast mode is held to the
-// bf16 bound, 4e-3, whatever the output type.
+// under what quantizing the activations costs (3.8e-2: the same cases against the weight-only reference, which
+// leaves x unquantized). Fast mode is held to the bf16 bound, 4e-3, whatever the output type.
 double scaled_gemm_tolerance(const Fp8Case& c) {
   const bool fast = c.fast_accum && c.kind == Fp8ScaleKind::kTensor &&
                     (c.act == Fp8ActScheme::kStaticTensor || c.act == Fp8ActScheme::kDynamicTensor);
@@ -214,10 +214,16 @@ std::vector<Fp8Case> all_cases() {
       cases.push_back({K::kRow, A::kDynamicToken, false, dt, m, 136, 272, Fp8Path::kWeightOnly, false});
       cases.push_back({K::kBlock, A::kDynamicGroup, false, dt, m, 320, 400, Fp8Path::kWeightOnly, m == 1});
     }
-  // Two-unit batches: more tiles than two blocks per SM hold (an H200's 132 SMs: 264; here 272 tiles) and short K
-  // ranges per warp, as the host picks for Llama-3-8B qkv and gate_up (the shapes above all take four-unit batches).
-  cases.push_back({K::kTensor, A::kDynamicTensor, false, DType::BF16, 1, 4352, 1024, Fp8Path::kWeightOnly, true});
-  cases.push_back({K::kBlock, A::kDynamicGroup, false, DType::F16, 6, 4352, 1024, Fp8Path::kWeightOnly, false});
+  // Several batches per warp, both batch sizes (as the host picks them on a 132-SM GPU such as the H200; one with
+  // more SMs would take four-unit batches for the 272-tile cases too). The shapes above give each warp one unit.
+  //  - two-unit batches (272 tiles > 2 blocks per SM, 3 units per warp: one full and one half batch), a K tail;
+  cases.push_back({K::kTensor, A::kDynamicTensor, false, DType::BF16, 1, 4352, 3056, Fp8Path::kWeightOnly, true});
+  cases.push_back({K::kBlock, A::kDynamicGroup, false, DType::F16, 6, 4352, 3072, Fp8Path::kWeightOnly, false});
+  //  - four-unit batches (144 tiles, 5 units per warp: a full batch, then one unit of the next), a K tail;
+  cases.push_back({K::kTensor, A::kDynamicTensor, false, DType::F16, 1, 2304, 5120, Fp8Path::kWeightOnly, false});
+  cases.push_back({K::kBlock, A::kDynamicGroup, false, DType::BF16, 3, 2304, 5056, Fp8Path::kWeightOnly, true});
+  //  - one-unit batches of two column tiles (M > 8), two per warp.
+  cases.push_back({K::kRow, A::kDynamicToken, false, DType::BF16, 16, 2304, 2048, Fp8Path::kWeightOnly, false});
   // Split-K: 3 output tiles over 32 units of K.
   cases.push_back({K::kTensor, A::kDynamicTensor, false, DType::BF16, 1, 48, 4096, Fp8Path::kWeightOnly, true});
   cases.push_back({K::kBlock, A::kDynamicGroup, false, DType::BF16, 5, 40, 4096, Fp8Path::kWeightOnly, false});
@@ -336,6 +342,38 @@ INSTANTIATE_TEST_SUITE_P(DtypesKindsRows, Fp8GemvCodes,
                                   std::string(fp8_scale_kind_name(std::get<1>(i.param))) + "_m" +
                                   std::to_string(std::get<2>(i.param));
                          });
+
+// The accumulation mode is part of the cached cuBLASLt plan: switching it on one context must switch the GEMM
+// (the fast and the promoted sums differ somewhere at K = 4096), and switching back must give the fast result again.
+class Fp8CudaFastAccum : public CudaTest {};
+
+TEST_F(Fp8CudaFastAccum, SwitchingOnOneContextSwitchesTheGemm) {
+  int device = 0, major = 0, minor = 0;
+  TPQ_TEST_CUDA(cudaGetDevice(&device));
+  TPQ_TEST_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  TPQ_TEST_CUDA(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  if (major * 10 + minor < 89) GTEST_SKIP() << "FP8 tensor cores need sm_89";
+  std::mt19937_64 rng(fresh_seed());
+  const Fp8Case c{Fp8ScaleKind::kTensor, Fp8ActScheme::kStaticTensor, false, DType::F16, 64, 256, 4096,
+                  Fp8Path::kScaledGemm, false};
+  const Layer l = random_layer(c, rng);
+  std::uniform_real_distribution<float> xd(-1.0f, 1.0f);
+  std::vector<float> xv(static_cast<size_t>(c.m * c.k));
+  for (float& v : xv) v = xd(rng);
+  Stream stream;
+  Context ctx = Context::cuda(device, stream.get());
+  const auto layer = std::make_shared<Fp8Linear>(on_device(l.host, Device::cuda(device)));
+  const Tensor x = Tensor::from_floats(xv, {c.m, c.k}, c.dtype).to(Device::cuda(device));
+  const auto run = [&](bool fast) -> std::vector<float> {
+    ctx.set_fp8_fast_accumulation(fast);
+    const Tensor y = layer->forward_path(x, ctx, Fp8Path::kScaledGemm);
+    EXPECT_EQ(cudaStreamSynchronize(stream.get()), cudaSuccess);
+    return y.to_floats();
+  };
+  const std::vector<float> fast = run(true), promoted = run(false), fast_again = run(true);
+  EXPECT_EQ(fast, fast_again) << "the fast GEMM is not reproducible, or the promoted plan was reused";
+  EXPECT_NE(fast, promoted) << "the promoted setting ran the fast plan (or the modes agree to the last bit)";
+}
 
 // A forced path that cannot run says why instead of computing something else.
 class Fp8CudaErrors : public CudaTest {};

@@ -43,10 +43,10 @@ class Context {
   // FP8 GEMMs with per-tensor weight and activation scales (cuBLASLt on sm_89+) accumulate in the tensor cores'
   // fast mode: partial sums are not promoted to FP32 registers every few K steps. On by default, as FP8 inference
   // engines run these GEMMs. Measured on an H200 (benchmarks/results/README.md, sixth session): 1.04-1.10x faster
-  // at M = 4096; 1.5e-3 relative RMS error at K = 4096 against the promoted sum, where quantizing the activations
-  // already costs 3.8e-2 against the unquantized product. Off: the promoted accumulation. Per-row, per-token and
-  // block scales always use the promoted one (cuBLASLt refuses the fast mode with block scales; with outer-vector
-  // scales it is not measured); the weight-only GEMV and the CPU reference accumulate in FP32 whatever this says.
+  // at M = 4096; 1.5e-3 relative RMS error at K = 4096 against an exact sum of the same quantized operands, where
+  // quantizing the activations costs 3.8e-2 against unquantized ones (tests/cuda/test_fp8_cuda.cpp prints both).
+  // Off: the promoted accumulation. Per-row, per-token and block scales always use the promoted one (the fast mode
+  // is not measured with them); the weight-only GEMV and the CPU reference accumulate in FP32 whatever this says.
   // Copies of a context keep their own setting.
   void set_fp8_fast_accumulation(bool on) { fp8_fast_accum_ = on; }
   bool fp8_fast_accumulation() const { return fp8_fast_accum_; }
