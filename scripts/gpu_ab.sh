@@ -9,8 +9,9 @@
 #           e.g. scripts/gpu_ab.sh ab_ref.tar --format fp8,fp8-block --m 1,8
 #
 # Each pass runs both benches with the same arguments, the working tree's first in odd passes and the reference's
-# first in even ones (so neither side always runs on a warmer GPU); each row keeps its minimum time over the passes. Files in $OUT: ab.txt (the table: time of each side in us, % of the measured read
-# bandwidth, ref/new > 1 where the working tree is faster) and ab_raw.txt (every pass's rows).
+# first in even ones (so neither side always runs on a warmer GPU); each row keeps its minimum time over the
+# passes. Files in $OUT: ab.txt (the table: time of each side in us, % of the measured read bandwidth, ref/new > 1
+# where the working tree is faster) and ab_raw.txt (every pass's rows).
 # Knobs (environment): AB_PASSES (default 2), CUDA_ARCHS, BUILD_DIR (as gpu_env.sh), AB_REF_DIR (default
 # /tmp/tpq_ab_ref: where the reference is unpacked and built).
 set -uo pipefail
@@ -31,7 +32,8 @@ tar -xf "$tarball" -C "$ref/src" || { echo "cannot unpack $tarball"; exit 1; }
 
 # Both builds at once, the cores split between them.
 half=$(( jobs > 1 ? jobs / 2 : 1 ))
-( tpq_gpu_configure "$OUT/ab_build_new.log" >/dev/null && ninja -C "$build" -j "$half" tpq_bench >>"$OUT/ab_build_new.log" 2>&1 ) &
+( tpq_gpu_configure "$OUT/ab_build_new.log" >/dev/null &&
+  ninja -C "$build" -j "$half" tpq_bench >>"$OUT/ab_build_new.log" 2>&1 ) &
 new_pid=$!
 ( cmake -S "$ref/src" -B "$ref/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTPQ_CUDA=ON \
     -DCMAKE_CUDA_ARCHITECTURES="$archs" >"$OUT/ab_build_ref.log" 2>&1 &&
