@@ -261,6 +261,14 @@ std::vector<LinearCase> llama_cases() {
 INSTANTIATE_TEST_SUITE_P(Llama, CudaLinear, ::testing::ValuesIn(llama_cases()),
                          [](const ::testing::TestParamInfo<LinearCase>& info) { return case_name(info.param); });
 
+// The GEMV at M 9..16 (two column tiles, four-step batches) over several batches per warp and a partial last one,
+// without split-K (132+ tiles): 14 steps per warp, as 70B/TP8 down_proj at M = 16 runs. The shapes above reach at
+// most one such batch (a host-planning model of every case, s6).
+INSTANTIATE_TEST_SUITE_P(DecodeLoops, CudaLinear,
+                         ::testing::Values(LinearCase{DType::BF16, 16, 2112, 3584, true},
+                                           LinearCase{DType::F16, 13, 2100, 3584, false}),
+                         [](const ::testing::TestParamInfo<LinearCase>& info) { return case_name(info.param); });
+
 // ---- CUDA graphs ----
 
 struct GraphCase {

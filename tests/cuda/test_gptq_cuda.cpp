@@ -121,11 +121,13 @@ std::vector<double> host_values(const Tensor& t, const Context& ctx) {
   return t.to(Device::cpu()).to_doubles();
 }
 
-class GptqCuda : public CudaTestWithParam<Spec> {
+// A CUDA context on a non-blocking stream whose allocations start as NaN bytes, for tests parameterized by P.
+template <typename P>
+class GptqCudaFixture : public CudaTestWithParam<P> {
  protected:
   void SetUp() override {
-    CudaTestWithParam<Spec>::SetUp();
-    if (IsSkipped()) return;
+    CudaTestWithParam<P>::SetUp();
+    if (this->IsSkipped()) return;
     ASSERT_EQ(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), cudaSuccess);
     ctx_ = std::make_unique<Context>(Context::cuda(0, stream_, std::make_shared<PoisonAllocator>()));
   }
@@ -136,6 +138,8 @@ class GptqCuda : public CudaTestWithParam<Spec> {
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<Context> ctx_;
 };
+
+using GptqCuda = GptqCudaFixture<Spec>;
 
 TEST_P(GptqCuda, GemvDequantizeAndPrefillMatchTheCpuReference) {
   const Spec& s = GetParam();
@@ -247,6 +251,53 @@ const std::vector<Spec> kSpecs = {
 INSTANTIATE_TEST_SUITE_P(Shapes, GptqCuda, ::testing::ValuesIn(kSpecs),
                          [](const ::testing::TestParamInfo<Spec>& i) { return spec_name(i.param); });
 
+// The decode GEMV's loop as the Llama shapes run it, which the shapes above do not reach (a host-planning model of
+// every case, s6): several full batches per warp with no split-K (more than 132 tiles of 32 columns), a partial last
+// batch, warps that start partway through a group and batches that cross a group boundary, at M <= 8 (eight-step
+// batches) and M 9..16 (four-step), 4 and 8 bits; and the real 8B down_proj and 70B/TP8 down_proj at M = 1. Only
+// the decode sizes each case is for, to keep the float64 reference quick.
+struct LoopCase {
+  Spec spec;
+  DType dtype;
+  std::vector<int64_t> ms;
+};
+
+void PrintTo(const LoopCase& c, std::ostream* os) { *os << spec_name(c.spec) << "_" << dtype_name(c.dtype); }
+
+using GptqCudaDecodeLoops = GptqCudaFixture<LoopCase>;
+
+TEST_P(GptqCudaDecodeLoops, MatchTheCpuReference) {
+  const LoopCase& c = GetParam();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const QuantMethodPtr cpu = random_layer(c.spec, c.dtype, rng);
+  const QuantMethodPtr gpu = deserialize_linear(cpu->serialize(), Device::cuda(0));
+  for (int64_t m : c.ms) {
+    const Tensor x = random_x(m, c.spec.k, c.dtype, rng);
+    const Tensor y = gpu->forward(x.to(Device::cuda(0)), *ctx_);
+    EXPECT_TRUE(close(host_values(y, *ctx_), reference(x, *cpu), c.dtype,
+                      std::string(dtype_name(c.dtype)) + " m=" + std::to_string(m)));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Llama, GptqCudaDecodeLoops,
+    ::testing::Values(
+        // 4-bit, eight-step batches: 18 steps per warp (2 batches + a 2-step one), warps starting mid-group.
+        LoopCase{{4, 4228, 4608, 128, false, false, false}, DType::BF16, {1, 8}},
+        // 4-bit, four-step batches: batches crossing a group boundary, a partial last one.
+        LoopCase{{4, 4228, 2304, 128, false, false, false}, DType::BF16, {9, 16}},
+        // 8-bit, both batch sizes, no split-K (every 8-bit spec above splits).
+        LoopCase{{8, 4228, 2176, 128, true, false, false}, DType::BF16, {1, 9, 16}},
+        // The real down_proj shapes: 8B (split-K, 3 batches + a partial one) and 70B/TP8 at 4 and 8 bits.
+        LoopCase{{4, 4096, 14336, 128, true, false, true}, DType::F16, {1}},
+        LoopCase{{4, 8192, 3584, 128, false, false, false}, DType::F16, {1}},
+        LoopCase{{8, 8192, 3584, 128, false, false, true}, DType::BF16, {1}}),
+    [](const ::testing::TestParamInfo<LoopCase>& i) {
+      return spec_name(i.param.spec) + "_" + std::string(dtype_name(i.param.dtype));
+    });
+
 // Act-order + row parallel: a rank's K slice refers to scattered groups, and the device form pads each group's
 // rows to whole blocks. Loaded straight onto the GPU from the fixtures, it must match the same shard on the CPU.
 TEST(GptqCudaShards, RowParallelActOrderShardsMatchTheCpu) {
@@ -257,27 +308,31 @@ TEST(GptqCudaShards, RowParallelActOrderShardsMatchTheCpu) {
     const Context ctx = Context::cuda(0, stream, std::make_shared<PoisonAllocator>());
     std::mt19937_64 rng(fresh_seed());
     const std::filesystem::path dir = std::filesystem::path(TPQ_FIXTURES_DIR) / "gptq";
-    for (const char* name : {"gptq_b4_g32_actorder_asym_v1", "gptq_b8_g32_actorder_sym_v2", "gptq_b3_g32_actorder_sym_v1",
-                             "ct_int4_g32_actorder_sym", "awq_b4_g32"}) {
+    for (const char* name : {"gptq_b4_g32_actorder_asym_v1", "gptq_b8_g32_actorder_sym_v2",
+                             "gptq_b3_g32_actorder_sym_v1", "ct_int4_g32_actorder_sym", "awq_b4_g32"}) {
       const std::string file = (dir / (std::string(name) + ".safetensors")).string();
       const bool ct = std::string(name).starts_with("ct_"), awq = std::string(name).starts_with("awq");
       QuantConfig config;
       if (ct) {
         CompressedTensorsConfig c{.format = CtFormat::kPackQuantized};
-        c.config_groups.push_back({.name = "group_0",
-                                   .targets = {"Linear"},
-                                   .weights = CtQuantArgs{.num_bits = 4, .strategy = CtStrategy::kGroup, .group_size = 32,
-                                                          .actorder = "group"}});
+        c.config_groups.push_back(
+            {.name = "group_0",
+             .targets = {"Linear"},
+             .weights =
+                 CtQuantArgs{.num_bits = 4, .strategy = CtStrategy::kGroup, .group_size = 32, .actorder = "group"}});
         config = c;
       } else if (awq) {
         config = AwqConfig{.group_size = 32};
       } else {
-        const int bits = std::string(name).find("_b8_") != std::string::npos ? 8 : std::string(name).find("_b3_") != std::string::npos ? 3 : 4;
-        config = GptqConfig{.bits = bits,
-                            .group_size = 32,
-                            .desc_act = true,
-                            .sym = std::string(name).find("_sym") != std::string::npos,
-                            .checkpoint_format = std::string(name).ends_with("v2") ? GptqFormat::kGptqV2 : GptqFormat::kGptq};
+        const int bits = std::string(name).find("_b8_") != std::string::npos   ? 8
+                         : std::string(name).find("_b3_") != std::string::npos ? 3
+                                                                               : 4;
+        config = GptqConfig{
+            .bits = bits,
+            .group_size = 32,
+            .desc_act = true,
+            .sym = std::string(name).find("_sym") != std::string::npos,
+            .checkpoint_format = std::string(name).ends_with("v2") ? GptqFormat::kGptqV2 : GptqFormat::kGptq};
       }
       const io::VarBuilder host = io::VarBuilder::from_safetensors(file);
       const io::VarBuilder dev = io::VarBuilder::from_safetensors(file, std::nullopt, Device::cuda(0));
