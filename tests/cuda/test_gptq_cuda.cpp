@@ -15,6 +15,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "kernels/gptq/reference.hpp"
@@ -33,6 +34,7 @@ struct Spec {
   bool sym;
   bool act_order;
   bool bias;
+  std::vector<int64_t> ms = {};  // the M the GEMV/prefill test runs; empty: 1, 3, 8, 16, 64, 512
 };
 
 std::string spec_name(const Spec& s);
@@ -121,13 +123,28 @@ std::vector<double> host_values(const Tensor& t, const Context& ctx) {
   return t.to(Device::cpu()).to_doubles();
 }
 
-// A CUDA context on a non-blocking stream whose allocations start as NaN bytes, for tests parameterized by P.
-template <typename P>
-class GptqCudaFixture : public CudaTestWithParam<P> {
+// A random layer on the CPU and its serialized copy on the GPU.
+std::pair<QuantMethodPtr, QuantMethodPtr> cpu_and_gpu(const Spec& s, DType dtype, std::mt19937_64& rng) {
+  QuantMethodPtr cpu = random_layer(s, dtype, rng);
+  QuantMethodPtr gpu = deserialize_linear(cpu->serialize(), Device::cuda(0));
+  return {std::move(cpu), std::move(gpu)};
+}
+
+// The GPU layer's forward of a random [m, K] x against the float64 reference over the CPU layer.
+::testing::AssertionResult forward_matches(const QuantMethod& cpu, const QuantMethod& gpu, int64_t m, DType dtype,
+                                           std::mt19937_64& rng, const Context& ctx) {
+  const Tensor x = random_x(m, cpu.in_features(), dtype, rng);
+  const Tensor y = gpu.forward(x.to(Device::cuda(0)), ctx);
+  if (y.shape() != Shape{m, cpu.out_features()}) return ::testing::AssertionFailure() << "m=" << m << ": shape";
+  return close(host_values(y, ctx), reference(x, cpu), dtype,
+               std::string(dtype_name(dtype)) + " m=" + std::to_string(m));
+}
+
+class GptqCuda : public CudaTestWithParam<Spec> {
  protected:
   void SetUp() override {
-    CudaTestWithParam<P>::SetUp();
-    if (this->IsSkipped()) return;
+    CudaTestWithParam<Spec>::SetUp();
+    if (IsSkipped()) return;
     ASSERT_EQ(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), cudaSuccess);
     ctx_ = std::make_unique<Context>(Context::cuda(0, stream_, std::make_shared<PoisonAllocator>()));
   }
@@ -139,28 +156,21 @@ class GptqCudaFixture : public CudaTestWithParam<P> {
   std::unique_ptr<Context> ctx_;
 };
 
-using GptqCuda = GptqCudaFixture<Spec>;
-
 TEST_P(GptqCuda, GemvDequantizeAndPrefillMatchTheCpuReference) {
   const Spec& s = GetParam();
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   for (DType dtype : {DType::BF16, DType::F16}) {
-    const QuantMethodPtr cpu = random_layer(s, dtype, rng);
-    const QuantMethodPtr gpu = deserialize_linear(cpu->serialize(), Device::cuda(0));
+    const auto [cpu, gpu] = cpu_and_gpu(s, dtype, rng);
     ASSERT_EQ(gpu->device(), Device::cuda(0));
     // Dequantize: the same float product rounded once on both sides.
     const Tensor wd = gpu->dequantize_weight(*ctx_);
     EXPECT_EQ(host_values(wd, *ctx_), cpu->dequantize_weight(Context::cpu()).to_doubles())
         << dtype_name(dtype) << " dequantize";
-    for (int64_t m : {1, 3, 8, 16, 64, 512}) {
+    for (int64_t m : s.ms.empty() ? std::vector<int64_t>{1, 3, 8, 16, 64, 512} : s.ms) {
       if (m == 512 && s.n * s.k > (int64_t{1} << 24)) continue;  // keep the float64 reference quick
-      const Tensor x = random_x(m, s.k, dtype, rng);
-      const Tensor y = gpu->forward(x.to(Device::cuda(0)), *ctx_);
-      EXPECT_EQ(y.shape(), (Shape{m, s.n}));
-      EXPECT_TRUE(close(host_values(y, *ctx_), reference(x, *cpu), dtype,
-                        std::string(dtype_name(dtype)) + " m=" + std::to_string(m)));
+      EXPECT_TRUE(forward_matches(*cpu, *gpu, m, dtype, rng, *ctx_));
     }
   }
 }
@@ -246,57 +256,23 @@ const std::vector<Spec> kSpecs = {
     // K not a whole number of GEMV steps (177 blocks of 8 codes): the last step's missing blocks read as zeros.
     {4, 264, 1416, -1, false, false, true},
     {8, 264, 1412, -1, true, false, false},
+    // The decode GEMV's loop as the Llama shapes run it, which the shapes above do not reach (a host-planning model
+    // of every case, s6), at the decode sizes each is for: several full batches per warp without split-K (more
+    // than 132 tiles of 32 columns), partial last batches, warps starting mid-group, batches crossing a group.
+    //  - 4-bit, eight-step batches at M <= 8: 18 steps per warp (2 batches + a 2-step one);
+    {4, 4228, 4608, 128, false, false, false, {1, 8}},
+    //  - 4-bit, four-step batches at M 9..16, a partial last one;
+    {4, 4228, 2304, 128, false, false, false, {9, 16}},
+    //  - 8-bit, both batch sizes, no split-K (every 8-bit spec above splits);
+    {8, 4228, 2176, 128, true, false, false, {1, 9, 16}},
+    //  - the real down_proj shapes at M = 1: 8B (split-K, 3 batches + a partial one), 70B/TP8 at 4 and 8 bits.
+    {4, 4096, 14336, 128, true, false, true, {1}},
+    {4, 8192, 3584, 128, false, false, false, {1}},
+    {8, 8192, 3584, 128, false, false, true, {1}},
 };
 
 INSTANTIATE_TEST_SUITE_P(Shapes, GptqCuda, ::testing::ValuesIn(kSpecs),
                          [](const ::testing::TestParamInfo<Spec>& i) { return spec_name(i.param); });
-
-// The decode GEMV's loop as the Llama shapes run it, which the shapes above do not reach (a host-planning model of
-// every case, s6): several full batches per warp with no split-K (more than 132 tiles of 32 columns), a partial last
-// batch, warps that start partway through a group and batches that cross a group boundary, at M <= 8 (eight-step
-// batches) and M 9..16 (four-step), 4 and 8 bits; and the real 8B down_proj and 70B/TP8 down_proj at M = 1. Only
-// the decode sizes each case is for, to keep the float64 reference quick.
-struct LoopCase {
-  Spec spec;
-  DType dtype;
-  std::vector<int64_t> ms;
-};
-
-void PrintTo(const LoopCase& c, std::ostream* os) { *os << spec_name(c.spec) << "_" << dtype_name(c.dtype); }
-
-using GptqCudaDecodeLoops = GptqCudaFixture<LoopCase>;
-
-TEST_P(GptqCudaDecodeLoops, MatchTheCpuReference) {
-  const LoopCase& c = GetParam();
-  const uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
-  std::mt19937_64 rng(seed);
-  const QuantMethodPtr cpu = random_layer(c.spec, c.dtype, rng);
-  const QuantMethodPtr gpu = deserialize_linear(cpu->serialize(), Device::cuda(0));
-  for (int64_t m : c.ms) {
-    const Tensor x = random_x(m, c.spec.k, c.dtype, rng);
-    const Tensor y = gpu->forward(x.to(Device::cuda(0)), *ctx_);
-    EXPECT_TRUE(close(host_values(y, *ctx_), reference(x, *cpu), c.dtype,
-                      std::string(dtype_name(c.dtype)) + " m=" + std::to_string(m)));
-  }
-}
-
-INSTANTIATE_TEST_SUITE_P(
-    Llama, GptqCudaDecodeLoops,
-    ::testing::Values(
-        // 4-bit, eight-step batches: 18 steps per warp (2 batches + a 2-step one), warps starting mid-group.
-        LoopCase{{4, 4228, 4608, 128, false, false, false}, DType::BF16, {1, 8}},
-        // 4-bit, four-step batches: batches crossing a group boundary, a partial last one.
-        LoopCase{{4, 4228, 2304, 128, false, false, false}, DType::BF16, {9, 16}},
-        // 8-bit, both batch sizes, no split-K (every 8-bit spec above splits).
-        LoopCase{{8, 4228, 2176, 128, true, false, false}, DType::BF16, {1, 9, 16}},
-        // The real down_proj shapes: 8B (split-K, 3 batches + a partial one) and 70B/TP8 at 4 and 8 bits.
-        LoopCase{{4, 4096, 14336, 128, true, false, true}, DType::F16, {1}},
-        LoopCase{{4, 8192, 3584, 128, false, false, false}, DType::F16, {1}},
-        LoopCase{{8, 8192, 3584, 128, false, false, true}, DType::BF16, {1}}),
-    [](const ::testing::TestParamInfo<LoopCase>& i) {
-      return spec_name(i.param.spec) + "_" + std::string(dtype_name(i.param.dtype));
-    });
 
 // Act-order + row parallel: a rank's K slice refers to scattered groups, and the device form pads each group's
 // rows to whole blocks. Loaded straight onto the GPU from the fixtures, it must match the same shard on the CPU.
