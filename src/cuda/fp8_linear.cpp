@@ -79,7 +79,6 @@ void run_weight_only(Context::CudaResources& res, const Fp8LinearArgs& a, cudaSt
   // Each warp of a split still with a whole unit to stream.
   const GemvSplit split =
       plan_gemv_split(res, gemv_splits_wanted(res, tiles, units, kernels::kFp8GemvWarps), units, a.m, a.n);
-  const int splits = split.split_k.splits;
   const kernels::Fp8GemvParams p{.x = a.x,
                                  .w = static_cast<const uint8_t*>(a.w),
                                  .w_scale = a.w_scale,
@@ -93,8 +92,8 @@ void run_weight_only(Context::CudaResources& res, const Fp8LinearArgs& a, cudaSt
                                  .scale_ld = static_cast<int>(a.scale_ld),
                                  .block_n = static_cast<int>(a.block_n),
                                  .block_k = static_cast<int>(a.block_k),
-                                 .units_per_split = splits > 1 ? split.per_split : units,
-                                 .units_in_flight = gemv_units_in_flight(res, tiles, units, splits)};
+                                 .units_per_split = split.per_split,
+                                 .units_in_flight = gemv_units_in_flight(res, tiles, units, split.split_k.splits)};
   TPQ_CUDA_CHECK(launch_fp8_weight_only_gemv(dense_type(a.dtype), p, stream, pdl_enabled(res)));
 }
 

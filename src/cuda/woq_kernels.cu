@@ -28,7 +28,7 @@ constexpr int unroll_for(int bits, int col_tiles) {
 // two column tiles; 4 / 2 for the 16-code 2-bit blocks, 2 / 1 for the 3-word 3-bit blocks), near 128 registers.
 constexpr int grouped_steps_for(int bits, int col_tiles) {
   const int base = bits == 3 ? 2 : bits == 2 ? 4 : 8;
-  return col_tiles == 1 || base == 1 ? base : base / 2;
+  return col_tiles == 1 ? base : base / 2;
 }
 
 template <int kBits, typename T, int kColTiles, bool kGrouped, bool kActOrder = false>
