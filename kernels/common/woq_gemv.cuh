@@ -33,6 +33,7 @@
 // warps that stream long contiguous ranges (stream-K), and a per-warp ring of copy-engine (TMA) stages for the
 // weight (with x in registers or through the copy engine too) were all measured slower (benchmarks/results/README.md).
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/common/float_convert.cuh"
 #include "kernels/common/ptx_ops.cuh"
@@ -191,9 +192,15 @@ struct GroupedSums {
     float sc[4], zc[4];
 #pragma unroll
     for (int c = 0; c < 4; ++c) {
-      const uint16_t sb = static_cast<uint16_t>((c < 2 ? group_scales.x : group_scales.y) >> (16 * (c & 1)));
-      sc[c] = to_float(reinterpret_cast<const T&>(sb));
-      zc[c] = Planes::kOffset + static_cast<float>((group_zeros >> (8 * c)) & 0xFFu);
+      const uint32_t sw = c < 2 ? group_scales.x : group_scales.y;
+      if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+        sc[c] = __uint_as_float((c & 1) != 0 ? sw & 0xFFFF0000u : sw << 16);  // a bf16 is the top half of its float
+      } else {
+        const uint16_t sb = static_cast<uint16_t>(sw >> (16 * (c & 1)));
+        sc[c] = to_float(reinterpret_cast<const T&>(sb));
+      }
+      // Zero point c as the float 2^23 + z (its byte under the exponent bits of 2^23), then offset: both exact.
+      zc[c] = __uint_as_float(__byte_perm(group_zeros, 0x4B000000u, 0x7650u + c)) - (8388608.0f - Planes::kOffset);
     }
 #pragma unroll
     for (int j = 0; j < kColTiles; ++j) {
@@ -390,13 +397,16 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
       return step >> step_shift;
     }
   };
-  const auto meta_at = [&](int gi) { return static_cast<int64_t>(gi) * n + col; };
+  // Zero points and scales of group gi at the lane's columns: 32-bit offsets (the host checks groups · n fits).
+  const uint8_t* zeros_lane = p.zeros + col;
+  const T* scales_lane = scales + col;
+  const auto meta_at = [&](int gi) { return gi * n; };
 
   woq_detail::GroupedSums<Traits, T, kColTiles> sums;
   // A group's zero points and scales are loaded when the warp enters it.
   const auto load_meta = [&](int gi, uint32_t& zeros, uint2& group_scales) {
-    zeros = __ldg(reinterpret_cast<const uint32_t*>(p.zeros + meta_at(gi)));
-    group_scales = __ldg(reinterpret_cast<const uint2*>(scales + meta_at(gi)));
+    zeros = __ldg(reinterpret_cast<const uint32_t*>(zeros_lane + meta_at(gi)));
+    group_scales = __ldg(reinterpret_cast<const uint2*>(scales_lane + meta_at(gi)));
   };
   const auto compute = [&](int step, int act_group, const uint4 (&raw)[kWords],
                            const uint32_t (&xr)[kColTiles][kXRegs]) {
@@ -440,8 +450,8 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
     const int first = group_of_step(begin);
     const int last = min(group_of_step(end - 1), first + kPrefetchGroups - 1);
     for (int gi = first; gi <= last; ++gi) {
-      asm volatile("prefetch.global.L1 [%0];" ::"l"(p.zeros + meta_at(gi)));
-      asm volatile("prefetch.global.L1 [%0];" ::"l"(scales + meta_at(gi)));
+      asm volatile("prefetch.global.L1 [%0];" ::"l"(zeros_lane + meta_at(gi)));
+      asm volatile("prefetch.global.L1 [%0];" ::"l"(scales_lane + meta_at(gi)));
     }
   }
   pdl_wait();
