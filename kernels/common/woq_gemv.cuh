@@ -34,7 +34,6 @@
 // (FP8 GEMV: 87–90 %); one group over K (no meta loads, no flush in the loop) gives 73–78 %, and each wave of
 // 32-column blocks costs 1.5–2 µs on top (benchmarks/results/README.md).
 #include <cstdint>
-#include <type_traits>
 
 #include "kernels/common/float_convert.cuh"
 #include "kernels/common/ptx_ops.cuh"
@@ -193,13 +192,7 @@ struct GroupedSums {
     float sc[4], zc[4];
 #pragma unroll
     for (int c = 0; c < 4; ++c) {
-      const uint32_t sw = c < 2 ? group_scales.x : group_scales.y;
-      if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-        sc[c] = __uint_as_float((c & 1) != 0 ? sw & 0xFFFF0000u : sw << 16);  // a bf16 is the top half of its float
-      } else {
-        const uint16_t sb = static_cast<uint16_t>(sw >> (16 * (c & 1)));
-        sc[c] = to_float(reinterpret_cast<const T&>(sb));
-      }
+      sc[c] = half_to_float<T>(c < 2 ? group_scales.x : group_scales.y, c & 1);
       // Zero point c as the float 2^23 + z (its byte under the exponent bits of 2^23), then offset: both exact.
       zc[c] = __uint_as_float(__byte_perm(group_zeros, 0x4B000000u, 0x7650u + c)) - (8388608.0f - Planes::kOffset);
     }
