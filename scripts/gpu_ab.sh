@@ -14,19 +14,28 @@
 # where the working tree is faster) and ab_raw.txt (every pass's rows).
 # Knobs (environment): AB_PASSES (default 2), CUDA_ARCHS, BUILD_DIR (as gpu_env.sh), AB_REF_DIR (default
 # /tmp/tpq_ab_ref: where the reference is unpacked and built).
+# A switch instead of a reference tree: `AB_ENV=NAME scripts/gpu_ab.sh - [arguments...]` runs the working tree's
+# bench with NAME=1 ("new") against the same bench with NAME=0 ("ref").
 set -uo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"
 
-if [ $# -lt 1 ] || [ ! -f "$1" ]; then
+ab_env="${AB_ENV:-}"
+if [ $# -lt 1 ] || { [ -z "$ab_env" ] && [ ! -f "$1" ]; }; then
   echo "usage: OUT=dir $0 REF_TARBALL [tpq_bench arguments...]   (REF_TARBALL from git archive)" >&2
   exit 2
 fi
-tarball="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
+tarball=""
+[ -z "$ab_env" ] && tarball="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
 shift
 ref="${AB_REF_DIR:-/tmp/tpq_ab_ref}"
 passes="${AB_PASSES:-2}"
 
+if [ -n "$ab_env" ]; then
+  tpq_gpu_configure "$OUT/ab_build_new.log" >/dev/null && ninja -C "$build" -j "$jobs" tpq_bench >>"$OUT/ab_build_new.log" 2>&1 ||
+    { echo "working tree: build FAILED"; tail -20 "$OUT/ab_build_new.log"; exit 1; }
+  rm -f "$OUT/ab_build_new.log"
+else
 rm -rf "$ref" && mkdir -p "$ref/src" || exit 1
 tar -xf "$tarball" -C "$ref/src" || { echo "cannot unpack $tarball"; exit 1; }
 
@@ -44,6 +53,7 @@ wait $new_pid || { echo "working tree: build FAILED"; tail -20 "$OUT/ab_build_ne
 wait $ref_pid || { echo "reference: build FAILED"; tail -20 "$OUT/ab_build_ref.log"; failed=1; }
 [ $failed = 0 ] || exit 1
 rm -f "$OUT/ab_build_new.log" "$OUT/ab_build_ref.log"
+fi
 
 raw="$OUT/ab_raw.txt"
 : >"$raw"
@@ -53,9 +63,15 @@ for pass in $(seq 1 "$passes"); do
   [ $((pass % 2)) = 0 ] && sides="ref new"
   for side in $sides; do
     exe="$build/benchmarks/tpq_bench"
-    [ $side = ref ] && exe="$ref/build/benchmarks/tpq_bench"
+    [ $side = ref ] && [ -z "$ab_env" ] && exe="$ref/build/benchmarks/tpq_bench"
     echo "== $side pass $pass" >>"$raw"
-    "$exe" "$@" >>"$raw" 2>&1 || { echo "$side tpq_bench FAILED (see $raw)"; exit 1; }
+    if [ -n "$ab_env" ]; then
+      value=1
+      [ $side = ref ] && value=0
+      env "$ab_env=$value" "$exe" "$@" >>"$raw" 2>&1 || { echo "$side tpq_bench FAILED (see $raw)"; exit 1; }
+    else
+      "$exe" "$@" >>"$raw" 2>&1 || { echo "$side tpq_bench FAILED (see $raw)"; exit 1; }
+    fi
   done
 done
 
