@@ -220,6 +220,8 @@ GptqConfig with_dynamic_overrides(const GptqConfig& c, const std::string& path) 
 
 void validate(const GptqWeights& w, std::string_view format) {
   TPQ_CHECK(kernels::gptq::supported_bits(w.bits), kUnsupported, "{} layer: {} bits (2, 3, 4 or 8)", format, w.bits);
+  TPQ_CHECK(w.qweight_order == QweightOrder::kCheckpoint || kernels::gptq::gemv_order_applies(w.bits), kInvalidArgument,
+            "{} layer: {}-bit qweight has no GEMV order (2, 4 or 8 bits)", format, w.bits);
   TPQ_CHECK(w.in_features >= 0 && w.out_features >= 0 && w.group_size > 0, kShape,
             "{} layer: in_features {} out_features {} group_size {}", format, w.in_features, w.out_features,
             w.group_size);
@@ -262,6 +264,24 @@ void validate(const GptqWeights& w, std::string_view format) {
   }
 }
 
+// qweight's words in checkpoint order, on the host.
+std::vector<uint32_t> checkpoint_words(const GptqWeights& w) {
+  std::vector<uint32_t> words = words_of(w.qweight);
+  if (w.qweight_order == QweightOrder::kGemv)
+    for (uint32_t& word : words) word = kernels::gptq::from_gemv_word(word, w.bits);
+  return words;
+}
+
+// qweight in `order` (kept on its device; a host round trip when the order changes). 3-bit words have one order.
+void set_qweight_order(GptqWeights& w, QweightOrder order) {
+  if (!kernels::gptq::gemv_order_applies(w.bits) || w.qweight_order == order) return;
+  std::vector<uint32_t> words = checkpoint_words(w);
+  if (order == QweightOrder::kGemv)
+    for (uint32_t& word : words) word = kernels::gptq::to_gemv_word(word, w.bits);
+  w.qweight = tensor_of(words, w.qweight.shape()).to(w.qweight.device());
+  w.qweight_order = order;
+}
+
 // Act-order on CUDA: rows sorted by group, each group padded with zero-code rows (perm −1) to whole steps of the
 // GEMV (kernels::gptq::sorted_group_multiple), so a kernel step reads one group. The rows' order does not change the product: the forward gathers
 // x's columns by perm.
@@ -275,10 +295,11 @@ GptqWeights sorted_by_group(const GptqWeights& w) {
                       .scales = w.scales,
                       .g_idx = w.g_idx->to(Device::cpu()),
                       .perm = std::nullopt,
-                      .bias = w.bias};
+                      .bias = w.bias,
+                      .qweight_order = w.qweight_order};
   const int64_t k = h.in_features, n = h.out_features;
   const int multiple = kernels::gptq::sorted_group_multiple(h.bits);
-  const std::vector<uint8_t> codes = ref::gptq::unpack_qweight(words_of(h.qweight).data(), k, n, h.bits);
+  const std::vector<uint8_t> codes = ref::gptq::unpack_qweight(checkpoint_words(h).data(), k, n, h.bits);
   const std::vector<int32_t> g = ints_of(*h.g_idx);
   std::vector<int64_t> order(static_cast<size_t>(k));
   std::iota(order.begin(), order.end(), 0);
@@ -301,16 +322,20 @@ GptqWeights sorted_by_group(const GptqWeights& w) {
   const int64_t rows = static_cast<int64_t>(perm.size());
   GptqWeights out = h;
   out.qweight = tensor_of(ref::gptq::pack_qweight(sorted.data(), rows, n, h.bits), {PackLayout{h.bits}.words_for(rows), n});
+  out.qweight_order = QweightOrder::kCheckpoint;
   out.g_idx = tensor_of(g_sorted, {rows});
   out.perm = tensor_of(perm, {rows});
   return out;
 }
 
+// The weights on `device`, qweight in that device's order (the GEMV's on CUDA, the checkpoint's elsewhere).
 GptqWeights moved(GptqWeights w, Device device) {
   const auto move = [&](std::optional<Tensor>& t) {
     if (t) t = t->to(device);
   };
+  if (device.is_cuda()) set_qweight_order(w, QweightOrder::kGemv);  // on the host, before the upload
   w.qweight = w.qweight.to(device);
+  if (!device.is_cuda()) set_qweight_order(w, QweightOrder::kCheckpoint);
   w.zeros = w.zeros.to(device);
   w.scales = w.scales.to(device);
   move(w.g_idx);
@@ -329,7 +354,7 @@ GptqWeights on_device(GptqWeights w, Device device, std::string_view format) {
 // W[n, k] in float on the host.
 std::vector<float> dequantize_host(const GptqWeights& w) {
   const int64_t rows = w.rows(), n = w.out_features, k = w.in_features;
-  const std::vector<uint8_t> codes = ref::gptq::unpack_qweight(words_of(w.qweight).data(), rows, n, w.bits);
+  const std::vector<uint8_t> codes = ref::gptq::unpack_qweight(checkpoint_words(w).data(), rows, n, w.bits);
   const Tensor zeros = w.zeros.to(Device::cpu());
   const std::vector<float> scales = w.scales.to_floats();
   const std::optional<std::vector<int32_t>> g_idx = w.g_idx ? std::optional(ints_of(*w.g_idx)) : std::nullopt;
@@ -342,6 +367,8 @@ std::vector<float> dequantize_host(const GptqWeights& w) {
 
 #ifdef TPQ_WITH_CUDA
 detail::WoqWeights device_view(const GptqWeights& w) {
+  TPQ_CHECK(w.qweight_order == QweightOrder::kGemv || !kernels::gptq::gemv_order_applies(w.bits), kInternal,
+            "{}-bit CUDA qweight not in the GEMV's order", w.bits);
   return {.bits = w.bits,
           .rows = w.rows(),
           .k = w.in_features,
@@ -363,7 +390,10 @@ detail::WoqWeights device_view(const GptqWeights& w) {
 
 GptqLinear::GptqLinear(std::string format, GptqWeights weights) : format_(std::move(format)), w_(std::move(weights)) {
   validate(w_, format_);
-  if (w_.device().is_cuda() && w_.g_idx && !w_.perm) w_ = on_device(moved(w_, Device::cpu()), w_.device(), format_);
+  const bool in_order = w_.qweight_order == QweightOrder::kGemv || !kernels::gptq::gemv_order_applies(w_.bits);
+  if (w_.device().is_cuda() && ((w_.g_idx && !w_.perm) || !in_order))
+    w_ = on_device(moved(w_, Device::cpu()), w_.device(), format_);
+  if (!w_.device().is_cuda()) set_qweight_order(w_, QweightOrder::kCheckpoint);
   TPQ_CHECK(!w_.device().is_cuda() || !w_.g_idx || w_.perm, kInternal, "{} layer: act-order weights not sorted",
             format_);
 }
@@ -642,7 +672,7 @@ std::vector<uint8_t> GptqLinear::serialize() const {
   b.put_u64(static_cast<uint64_t>(w_.in_features));
   b.put_u64(static_cast<uint64_t>(w_.out_features));
   b.put_u64(static_cast<uint64_t>(w_.group_size));
-  b.put_tensor(w_.qweight);
+  b.put_tensor(tensor_of(checkpoint_words(w_), w_.qweight.shape()));  // checkpoint order on every device
   b.put_tensor(w_.zeros);
   b.put_tensor(w_.scales);
   b.put_optional_tensor(w_.g_idx);

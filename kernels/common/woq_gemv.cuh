@@ -84,13 +84,20 @@ __device__ __forceinline__ void split_words(const uint4 (&raw)[kWords], uint32_t
     for (int w = 0; w < kWords; ++w) words[c][w] = component(raw[w], c);
   }
 }
-template <int kCodes, int kColTiles>
+// Pairs of adjacent codes (Traits::kAdjacentPairs) take the activations' registers as loaded; pairs p, p + kCodes/2
+// take one permute each.
+template <bool kAdjacent, int kCodes, int kColTiles>
 __device__ __forceinline__ void x_operands(const uint32_t (&xr)[kColTiles][kCodes / 2], int q,
                                            uint32_t (&b0)[kColTiles], uint32_t (&b1)[kColTiles]) {
 #pragma unroll
   for (int j = 0; j < kColTiles; ++j) {
-    b0[j] = x_pair(xr[j], 2 * q, 2 * q + kCodes / 2);
-    b1[j] = x_pair(xr[j], 2 * q + 1, 2 * q + 1 + kCodes / 2);
+    if constexpr (kAdjacent) {
+      b0[j] = xr[j][2 * q];
+      b1[j] = xr[j][2 * q + 1];
+    } else {
+      b0[j] = x_pair(xr[j], 2 * q, 2 * q + kCodes / 2);
+      b1[j] = x_pair(xr[j], 2 * q + 1, 2 * q + 1 + kCodes / 2);
+    }
   }
 }
 
@@ -236,7 +243,7 @@ struct GroupedSums {
     for (int q = 0; q < kCodes / 4; ++q) {
       const int p0 = 2 * q, p1 = 2 * q + 1;
       uint32_t b0[kColTiles], b1[kColTiles];
-      x_operands<kCodes>(xr, q, b0, b1);
+      x_operands<Traits::kAdjacentPairs, kCodes>(xr, q, b0, b1);
 #pragma unroll
       for (int j = 0; j < kColTiles; ++j)
         mma_m16n8k16<T>(xsum[j], Planes::kOnes, Planes::kOnes, Planes::kOnes, Planes::kOnes, b0[j], b1[j]);
@@ -327,7 +334,7 @@ __global__ void __launch_bounds__(kWoqWarps * 32) woq_gemv_kernel(const WoqGemvP
       for (int q = 0; q < kCodes / 4; ++q) {
         const int p0 = 2 * q, p1 = 2 * q + 1;
         uint32_t b0[kColTiles], b1[kColTiles];
-        woq_detail::x_operands<kCodes>(xr[u], q, b0, b1);
+        woq_detail::x_operands<Traits::kAdjacentPairs, kCodes>(xr[u], q, b0, b1);
 #pragma unroll
         for (int tr = 0; tr < 2; ++tr) {
           const int lo = 2 * tr, hi = 2 * tr + 1;

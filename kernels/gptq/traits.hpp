@@ -37,6 +37,29 @@ struct PackLayout {
   constexpr bool straddles(int i) const { return shift_of(i) + bits > kWordBits; }
 };
 
+// The GEMV's order of a qweight word on CUDA, for the one-word blocks (bits 2, 4, 8): field f < h holds code 2f
+// and field h + f code 2f + 1 (h = codes per word / 2). Each MMA pair of the GEMV is fields p and p + h (16 bits
+// apart, one shift and one mask), so in this order its two codes are adjacent in K and the activations enter the
+// MMA as loaded (kernels/common/woq_gemv.cuh). GptqWeights::qweight_order says which order a layer's words are in.
+TPQ_HOST_DEVICE constexpr bool gemv_order_applies(int bits) { return bits == 2 || bits == 4 || bits == 8; }
+// The field holding code i in the GEMV's order.
+TPQ_HOST_DEVICE constexpr int gemv_field(int i, int bits) {
+  const int half = kWordBits / bits / 2;
+  return (i & 1) ? half + (i >> 1) : (i >> 1);
+}
+TPQ_HOST_DEVICE constexpr uint32_t to_gemv_word(uint32_t word, int bits) {
+  const uint32_t mask = (1u << bits) - 1u;
+  uint32_t out = 0;
+  for (int i = 0; i < kWordBits / bits; ++i) out |= ((word >> (bits * i)) & mask) << (bits * gemv_field(i, bits));
+  return out;
+}
+TPQ_HOST_DEVICE constexpr uint32_t from_gemv_word(uint32_t word, int bits) {
+  const uint32_t mask = (1u << bits) - 1u;
+  uint32_t out = 0;
+  for (int i = 0; i < kWordBits / bits; ++i) out |= ((word >> (bits * gemv_field(i, bits))) & mask) << (bits * i);
+  return out;
+}
+
 // Code i of a block from the word it starts in (`lo`) and the next word (`hi`, read only when the code straddles).
 TPQ_HOST_DEVICE constexpr uint32_t code_from_words(uint32_t lo, uint32_t hi, int shift, int bits) {
   const uint64_t both = (static_cast<uint64_t>(hi) << 32) | lo;

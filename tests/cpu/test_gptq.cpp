@@ -223,6 +223,56 @@ TEST(GptqLayout, V1ZeroQuirkAndAwqOrder) {
   EXPECT_EQ(ref::awq::pack(ref::awq::unpack(&word, 1, 8).data(), 1, 8), std::vector<uint32_t>{word});
 }
 
+TEST(GptqLayout, GemvOrderPairsAdjacentCodes) {
+  // Code i of a word is i + 1 (masked), so every field says which code it holds.
+  for (int bits : {2, 4, 8}) {
+    const int codes = 32 / bits, half = codes / 2;
+    const uint32_t mask = (1u << bits) - 1u;
+    uint32_t word = 0;
+    for (int i = 0; i < codes; ++i) word |= ((static_cast<uint32_t>(i) + 1u) & mask) << (bits * i);
+    const uint32_t g = kernels::gptq::to_gemv_word(word, bits);
+    for (int p = 0; p < half; ++p) {
+      EXPECT_EQ((g >> (bits * p)) & mask, ((2u * p) + 1u) & mask) << bits << " field " << p;
+      EXPECT_EQ((g >> (bits * (p + half))) & mask, ((2u * p) + 2u) & mask) << bits << " field " << p + half;
+    }
+    EXPECT_EQ(kernels::gptq::from_gemv_word(g, bits), word) << bits;
+  }
+  std::mt19937 rng(5);
+  for (int bits : {2, 4, 8}) {
+    for (int r = 0; r < 1000; ++r) {
+      const uint32_t w = rng();
+      EXPECT_EQ(kernels::gptq::from_gemv_word(kernels::gptq::to_gemv_word(w, bits), bits), w);
+    }
+  }
+  EXPECT_FALSE(kernels::gptq::gemv_order_applies(3));
+}
+
+TEST(GptqLayout, LayersTakeEitherOrderAndWriteTheCheckpoints) {
+  const Fixture& f = fixtures().front();
+  const auto layer = make_linear(spec_of(f, DType::BF16), f.config, Shard::none(), open(f).pp("layer"));
+  const auto& gptq = dynamic_cast<const GptqLinear&>(*layer);
+  ASSERT_TRUE(kernels::gptq::gemv_order_applies(gptq.weights().bits));
+  EXPECT_EQ(gptq.weights().qweight_order, QweightOrder::kCheckpoint);  // CPU layers hold checkpoint order
+  // The same weights in the GEMV's order: a CPU layer converts them back.
+  GptqWeights w = gptq.weights();
+  std::vector<uint32_t> words(static_cast<size_t>(w.qweight.numel()));
+  std::memcpy(words.data(), w.qweight.data(), words.size() * 4);
+  for (uint32_t& word : words) word = kernels::gptq::to_gemv_word(word, w.bits);
+  w.qweight = Tensor::from_bytes(words.data(), w.qweight.shape(), DType::I32);
+  w.qweight_order = QweightOrder::kGemv;
+  const GptqLinear again(layer->name(), w);
+  EXPECT_EQ(again.weights().qweight_order, QweightOrder::kCheckpoint);
+  EXPECT_TRUE(again.weights().qweight.equal(gptq.weights().qweight));
+  const Tensor x = random_input(3, f.k, DType::BF16, 23);
+  EXPECT_TRUE(again.forward(x, Context::cpu()).equal(layer->forward(x, Context::cpu())));
+  EXPECT_EQ(again.serialize(), layer->serialize());
+  // 3-bit words have no GEMV order.
+  GptqWeights three = w;
+  three.bits = 3;
+  EXPECT_THAT(error_of([&] { const GptqLinear bad("gptq", three); }, ErrorCode::kInvalidArgument),
+              testing::HasSubstr("gptq layer: 3-bit qweight has no GEMV order"));
+}
+
 // ---- fixtures -----------------------------------------------------------------------------------------------
 
 TEST_P(GptqFixture, UnpackGivesTheQuantizersValues) {

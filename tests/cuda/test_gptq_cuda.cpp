@@ -175,6 +175,38 @@ TEST_P(GptqCuda, GemvDequantizeAndPrefillMatchTheCpuReference) {
   }
 }
 
+// CUDA layers hold 2/4/8-bit qweight in the GEMV's order; every way back to the host sees checkpoint order, and a
+// layer built from another's weights() (GEMV order) or from checkpoint-order CUDA tensors computes the same.
+TEST_P(GptqCuda, QweightOrderRoundTrips) {
+  const Spec& s = GetParam();
+  std::mt19937_64 rng(fresh_seed());
+  const auto [cpu, gpu] = cpu_and_gpu(s, DType::BF16, rng);
+  const auto& gw = dynamic_cast<const GptqLinear&>(*gpu).weights();
+  const auto& cw = dynamic_cast<const GptqLinear&>(*cpu).weights();
+  EXPECT_EQ(gw.qweight_order, kernels::gptq::gemv_order_applies(s.bits) ? QweightOrder::kGemv : QweightOrder::kCheckpoint);
+  // Serialized from the GPU, read on the CPU: the CPU layer's own words.
+  const QuantMethodPtr back = deserialize_linear(gpu->serialize(), Device::cpu());
+  const auto& bw = dynamic_cast<const GptqLinear&>(*back).weights();
+  if (!cw.perm) EXPECT_TRUE(bw.qweight.equal(cw.qweight));  // act-order layers come back sorted
+  EXPECT_TRUE(back->dequantize_weight(Context::cpu()).equal(cpu->dequantize_weight(Context::cpu())));
+  // A copy of the GPU layer's weights, and the CPU layer's weights moved by hand (checkpoint order on CUDA).
+  const GptqLinear copy(gpu->name(), gw);
+  GptqWeights moved = cw;
+  moved.qweight = cw.qweight.to(Device::cuda(0));
+  moved.zeros = cw.zeros.to(Device::cuda(0));
+  moved.scales = cw.scales.to(Device::cuda(0));
+  if (cw.g_idx) moved.g_idx = cw.g_idx->to(Device::cuda(0));
+  if (cw.perm) moved.perm = cw.perm->to(Device::cuda(0));
+  if (cw.bias) moved.bias = cw.bias->to(Device::cuda(0));
+  const GptqLinear by_hand(gpu->name(), moved);
+  for (int64_t m : {1, 16}) {
+    const Tensor xd = random_x(m, s.k, DType::BF16, rng).to(Device::cuda(0));
+    const std::vector<double> want = host_values(gpu->forward(xd, *ctx_), *ctx_);
+    EXPECT_EQ(host_values(copy.forward(xd, *ctx_), *ctx_), want) << "copy, m=" << m;
+    EXPECT_EQ(host_values(by_hand.forward(xd, *ctx_), *ctx_), want) << "by hand, m=" << m;
+  }
+}
+
 // The decode GEMV adds the partial sums of a tile (its warps', and its split-K blocks') in a fixed order: the same
 // input gives the same bits, launch after launch.
 TEST_P(GptqCuda, DecodeIsBitwiseRepeatable) {

@@ -28,7 +28,11 @@ namespace tpq {
 // present, else r / group_size, and col(r) = perm[r] when present (perm[r] = −1 marks a padding row), else r.
 // CUDA layers keep act-order weights with their rows sorted by group and each group padded with zero-code rows to
 // a whole GEMV step (perm present; kernels::gptq::sorted_group_multiple), so every step of the kernel reads one
-// group; CPU layers keep them in checkpoint order.
+// group; CPU layers keep them in checkpoint order. CUDA layers also keep the codes of each 2-, 4- and 8-bit qweight
+// word in the GEMV's order (qweight_order kGemv, kernels::gptq::to_gemv_word); a layer takes weights in either
+// order and converts them (a host round trip, once), and serialize() writes checkpoint order.
+enum class QweightOrder { kCheckpoint, kGemv };
+
 struct GptqWeights {
   int bits = 4;               // 2, 3, 4 or 8
   int64_t in_features = 0;    // K of this rank
@@ -40,6 +44,7 @@ struct GptqWeights {
   std::optional<Tensor> g_idx;  // I32 [rows]: group of each stored row, when not row / group_size
   std::optional<Tensor> perm;   // I32 [rows]: input column of each stored row, when rows are reordered
   std::optional<Tensor> bias;   // [N] in the compute dtype
+  QweightOrder qweight_order = QweightOrder::kCheckpoint;  // kGemv only for 2, 4 and 8 bits
 
   int64_t rows() const { return perm ? perm->dim(0) : in_features; }
   int64_t groups() const { return scales.dim(0); }
