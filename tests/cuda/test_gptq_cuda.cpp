@@ -187,7 +187,7 @@ TEST_P(GptqCuda, QweightOrderRoundTrips) {
   // Serialized from the GPU, read on the CPU: the CPU layer's own words.
   const QuantMethodPtr back = deserialize_linear(gpu->serialize(), Device::cpu());
   const auto& bw = dynamic_cast<const GptqLinear&>(*back).weights();
-  if (!cw.perm) EXPECT_TRUE(bw.qweight.equal(cw.qweight));  // act-order layers come back sorted
+  if (!bw.perm) EXPECT_TRUE(bw.qweight.equal(cw.qweight));  // act-order layers come back sorted by group
   EXPECT_TRUE(back->dequantize_weight(Context::cpu()).equal(cpu->dequantize_weight(Context::cpu())));
   // A copy of the GPU layer's weights, and the CPU layer's weights moved by hand (checkpoint order on CUDA).
   const GptqLinear copy(gpu->name(), gw);
