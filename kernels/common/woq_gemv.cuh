@@ -25,8 +25,8 @@
 // Requirements (checked by the host): n % 4 == 0, rows a multiple of the block, 16-byte aligned x and qweight
 // (8-byte at 8 bits), 1 <= m <= 8 · kColTiles, every block (grouped: every step) inside one group.
 //
-// Measured on an H200 (bf16, graph-timed, s4-s8 tables): the grouped kernel streams 4-bit g128 at 31–55 % of the
-// read bandwidth at M = 1 (llama8b o 31 %, gate_up 55 %), 2.1–2.5x cuBLAS bf16; 8-bit at 45–66 %. ptxas gives every
+// Measured on an H200 (bf16, graph-timed, s4-s8 tables): the grouped kernel streams 4-bit g128 at 32–58 % of the
+// read bandwidth at M = 1 (llama8b o 32 %, gate_up 58 %), 2.1–2.6x cuBLAS bf16; 8-bit at 45–68 %. ptxas gives every
 // global load of a warp one scoreboard (SB5 in the SASS, no partial DEPBAR waits), so the first use of a batch
 // waits for every load the warp has issued: one batch in flight per warp. Yet more bytes in flight did not help:
 // double-buffering, persistent blocks, stream-K, copy-engine (TMA) rings, x staged in shared memory and (s8) x
@@ -34,7 +34,8 @@
 // extra bytes of a longer K stream at 68–71 % (FP8 GEMV: 87–90 %); one group over K (no meta loads, no flush in the
 // loop) gives 73–78 %, and each wave of 32-column blocks costs 1.5–2 µs on top. What the step itself issues does
 // count (s8, timing only): without the 4 activation permutes and the 2 Σx MMAs per step it runs 5–11 % faster at
-// M = 1 and 7–15 % at M = 16, each about half (benchmarks/results/README.md).
+// M = 1 and 7–15 % at M = 16, each about half. The permutes went with the GEMV order of the words (kAdjacentPairs:
+// 3–6 % at M = 1, 4–8 % at M = 16, benchmarks/results/README.md).
 #include <cstdint>
 
 #include "kernels/common/float_convert.cuh"
