@@ -32,7 +32,8 @@ ref="${AB_REF_DIR:-/tmp/tpq_ab_ref}"
 passes="${AB_PASSES:-2}"
 
 if [ -n "$ab_env" ]; then
-  tpq_gpu_configure "$OUT/ab_build_new.log" >/dev/null && ninja -C "$build" -j "$jobs" tpq_bench >>"$OUT/ab_build_new.log" 2>&1 ||
+  { tpq_gpu_configure "$OUT/ab_build_new.log" >/dev/null &&
+    ninja -C "$build" -j "$jobs" tpq_bench >>"$OUT/ab_build_new.log" 2>&1; } ||
     { echo "working tree: build FAILED"; tail -20 "$OUT/ab_build_new.log"; exit 1; }
   rm -f "$OUT/ab_build_new.log"
 else

@@ -183,7 +183,8 @@ TEST_P(GptqCuda, QweightOrderRoundTrips) {
   const auto [cpu, gpu] = cpu_and_gpu(s, DType::BF16, rng);
   const auto& gw = dynamic_cast<const GptqLinear&>(*gpu).weights();
   const auto& cw = dynamic_cast<const GptqLinear&>(*cpu).weights();
-  EXPECT_EQ(gw.qweight_order, kernels::gptq::gemv_order_applies(s.bits) ? QweightOrder::kGemv : QweightOrder::kCheckpoint);
+  const bool gemv = kernels::gptq::gemv_order_applies(s.bits);
+  EXPECT_EQ(gw.qweight_order, gemv ? QweightOrder::kGemv : QweightOrder::kCheckpoint);
   // Serialized from the GPU, read on the CPU: the CPU layer's own words.
   const QuantMethodPtr back = deserialize_linear(gpu->serialize(), Device::cpu());
   const auto& bw = dynamic_cast<const GptqLinear&>(*back).weights();
