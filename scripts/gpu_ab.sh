@@ -31,30 +31,28 @@ shift
 ref="${AB_REF_DIR:-/tmp/tpq_ab_ref}"
 passes="${AB_PASSES:-2}"
 
-if [ -n "$ab_env" ]; then
-  { tpq_gpu_configure "$OUT/ab_build_new.log" >/dev/null &&
-    ninja -C "$build" -j "$jobs" tpq_bench >>"$OUT/ab_build_new.log" 2>&1; } ||
-    { echo "working tree: build FAILED"; tail -20 "$OUT/ab_build_new.log"; exit 1; }
-  rm -f "$OUT/ab_build_new.log"
-else
-rm -rf "$ref" && mkdir -p "$ref/src" || exit 1
-tar -xf "$tarball" -C "$ref/src" || { echo "cannot unpack $tarball"; exit 1; }
-
-# Both builds at once, the cores split between them.
-half=$(( jobs > 1 ? jobs / 2 : 1 ))
+# The working tree's build; with a reference tree, both at once, the cores split between them.
+half=$jobs
+[ -z "$ab_env" ] && half=$(( jobs > 1 ? jobs / 2 : 1 ))
 ( tpq_gpu_configure "$OUT/ab_build_new.log" >/dev/null &&
   ninja -C "$build" -j "$half" tpq_bench >>"$OUT/ab_build_new.log" 2>&1 ) &
 new_pid=$!
-( cmake -S "$ref/src" -B "$ref/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTPQ_CUDA=ON \
-    -DCMAKE_CUDA_ARCHITECTURES="$archs" >"$OUT/ab_build_ref.log" 2>&1 &&
-  ninja -C "$ref/build" -j "$half" tpq_bench >>"$OUT/ab_build_ref.log" 2>&1 ) &
-ref_pid=$!
+ref_pid=""
+if [ -z "$ab_env" ]; then
+  rm -rf "$ref" && mkdir -p "$ref/src" || exit 1
+  tar -xf "$tarball" -C "$ref/src" || { echo "cannot unpack $tarball"; exit 1; }
+  ( cmake -S "$ref/src" -B "$ref/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTPQ_CUDA=ON \
+      -DCMAKE_CUDA_ARCHITECTURES="$archs" >"$OUT/ab_build_ref.log" 2>&1 &&
+    ninja -C "$ref/build" -j "$half" tpq_bench >>"$OUT/ab_build_ref.log" 2>&1 ) &
+  ref_pid=$!
+fi
 failed=0
 wait $new_pid || { echo "working tree: build FAILED"; tail -20 "$OUT/ab_build_new.log"; failed=1; }
-wait $ref_pid || { echo "reference: build FAILED"; tail -20 "$OUT/ab_build_ref.log"; failed=1; }
+if [ -n "$ref_pid" ]; then
+  wait $ref_pid || { echo "reference: build FAILED"; tail -20 "$OUT/ab_build_ref.log"; failed=1; }
+fi
 [ $failed = 0 ] || exit 1
 rm -f "$OUT/ab_build_new.log" "$OUT/ab_build_ref.log"
-fi
 
 raw="$OUT/ab_raw.txt"
 : >"$raw"
@@ -64,15 +62,14 @@ for pass in $(seq 1 "$passes"); do
   [ $((pass % 2)) = 0 ] && sides="ref new"
   for side in $sides; do
     exe="$build/benchmarks/tpq_bench"
-    [ $side = ref ] && [ -z "$ab_env" ] && exe="$ref/build/benchmarks/tpq_bench"
-    echo "== $side pass $pass" >>"$raw"
+    switch=()  # AB_ENV: the same bench, the switch on ("new") or off ("ref")
     if [ -n "$ab_env" ]; then
-      value=1
-      [ $side = ref ] && value=0
-      env "$ab_env=$value" "$exe" "$@" >>"$raw" 2>&1 || { echo "$side tpq_bench FAILED (see $raw)"; exit 1; }
-    else
-      "$exe" "$@" >>"$raw" 2>&1 || { echo "$side tpq_bench FAILED (see $raw)"; exit 1; }
+      switch=("$ab_env=$([ $side = new ] && echo 1 || echo 0)")
+    elif [ $side = ref ]; then
+      exe="$ref/build/benchmarks/tpq_bench"
     fi
+    echo "== $side pass $pass" >>"$raw"
+    env "${switch[@]}" "$exe" "$@" >>"$raw" 2>&1 || { echo "$side tpq_bench FAILED (see $raw)"; exit 1; }
   done
 done
 

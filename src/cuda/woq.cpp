@@ -50,8 +50,7 @@ bool gemv_fits(const WoqWeights& w, DType dtype, const void* x, int64_t m) {
   // A block would straddle two groups.
   if (w.g_idx == nullptr && w.group_size % codes != 0 && w.group_size < w.rows) return false;
   // 32-bit sizes in the kernels, zero points and scales (group · n) addressed with 32-bit offsets.
-  if (w.n > INT_MAX / 2 || w.rows > INT_MAX / 2 || w.group_size > INT_MAX ||
-      (w.rows + w.group_size - 1) / w.group_size * w.n > INT_MAX)
+  if (w.n > INT_MAX / 2 || w.rows > INT_MAX / 2 || w.group_size > INT_MAX || w.groups * w.n > INT_MAX)
     return false;
   const uintptr_t x_align = codes >= 8 ? 16 : 8;
   return aligned(x, x_align) && aligned(w.qweight, 16) && aligned(w.scales, 8) && aligned(w.zeros, 4);
