@@ -103,12 +103,13 @@ __device__ __forceinline__ void x_operands(const uint32_t (&xr)[kColTiles][kCode
 }
 
 // What both GEMVs derive from the launch before their loops: the lane's place in the MMA fragments (g, t), its 4
-// columns (clamped to the last 4 past n: real memory, results never stored), its x rows (clamped to the last row
-// past m likewise), and the warp's range of steps [begin, end) within the block's split of K.
-template <typename T, int kCodes, int kColTiles>
+// columns in each of the tile's kQuads 32-column quads (clamped to the last 4 past n: real memory, results never
+// stored), its x rows (clamped to the last row past m likewise), and the warp's range of steps [begin, end) within
+// the block's split of K.
+template <typename T, int kCodes, int kColTiles, int kQuads = 1>
 struct LaneWork {
   int lane, warp, g, t;
-  int64_t col;
+  int64_t col[kQuads];
   const T* x_row[kColTiles];
   int blocks, begin, end;
 
@@ -117,7 +118,9 @@ struct LaneWork {
     warp = threadIdx.x >> 5;
     g = lane >> 2;
     t = lane & 3;
-    col = min(static_cast<int>(blockIdx.x) * kWoqTileCols + 4 * g, p.n - 4);
+#pragma unroll
+    for (int q = 0; q < kQuads; ++q)
+      col[q] = min(static_cast<int>(blockIdx.x) * kWoqTileCols * kQuads + kWoqTileCols * q + 4 * g, p.n - 4);
     const T* x = static_cast<const T*>(p.x);
 #pragma unroll
     for (int j = 0; j < kColTiles; ++j) x_row[j] = x + static_cast<int64_t>(min(j * 8 + g, p.m - 1)) * p.rows;
@@ -131,28 +134,32 @@ struct LaneWork {
   }
 };
 
-// The end of both GEMVs: sum the warps' K ranges (and the split-K blocks'), add the bias, store.
-template <typename T, int kColTiles>
-__device__ __forceinline__ void finish(const float (&acc)[kColTiles][2][4], const WoqGemvParams& p) {
+// The end of both GEMVs: sum the warps' K ranges (and the split-K blocks'), add the bias, store. acc[q][j][tr][e]:
+// quad q, column tile j, C fragment value e of row tile tr.
+template <typename T, int kColTiles, int kQuads>
+__device__ __forceinline__ void finish(const float (&acc)[kQuads][kColTiles][2][4], const WoqGemvParams& p) {
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int tile = blockIdx.x;
   const int m = p.m, n = p.n;
   // Layout [warp][value][lane] keeps both the writes and the reads conflict-free.
-  constexpr int kValues = kColTiles * 8;
+  constexpr int kQuadValues = kColTiles * 8;
+  constexpr int kValues = kQuads * kQuadValues;
   __shared__ float red[kWoqWarps][kValues][32];
 #pragma unroll
-  for (int j = 0; j < kColTiles; ++j) {
+  for (int q = 0; q < kQuads; ++q) {
 #pragma unroll
-    for (int tr = 0; tr < 2; ++tr) {
+    for (int j = 0; j < kColTiles; ++j) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) red[warp][j * 8 + tr * 4 + e][lane] = acc[j][tr][e];
+      for (int tr = 0; tr < 2; ++tr) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) red[warp][q * kQuadValues + j * 8 + tr * 4 + e][lane] = acc[q][j][tr][e];
+      }
     }
   }
   __syncthreads();
 
-  // Thread i finishes values (i / 32) + kWoqWarps·r of lane i % 32: C fragment value e of row tile tr, column
-  // tile j.
+  // Thread i finishes values (i / 32) + kWoqWarps·r of lane i % 32.
   constexpr int kPerThread = kValues / kWoqWarps;
   static_assert(kValues % kWoqWarps == 0, "every thread finishes the same number of values");
   float v[kPerThread];
@@ -164,8 +171,9 @@ __device__ __forceinline__ void finish(const float (&acc)[kColTiles][2][4], cons
     v[r] = 0.0f;
 #pragma unroll
     for (int wi = 0; wi < kWoqWarps; ++wi) v[r] += red[wi][vi][vl];
-    const int j = vi >> 3, tr = (vi >> 2) & 1, e = vi & 3;
-    out_n[r] = tile * kWoqTileCols + 4 * (vl >> 2) + 2 * tr + (e >> 1);  // rows g / g+8 = columns 2tr / 2tr+1
+    const int q = vi / kQuadValues, j = (vi % kQuadValues) >> 3, tr = (vi >> 2) & 1, e = vi & 3;
+    // rows g / g+8 of the A fragment = columns 2tr / 2tr+1 of the lane's 4
+    out_n[r] = (tile * kQuads + q) * kWoqTileCols + 4 * (vl >> 2) + 2 * tr + (e >> 1);
     out_m[r] = j * 8 + 2 * (vl & 3) + (e & 1);
     active[r] = out_n[r] < n && out_m[r] < m;
   }
@@ -180,8 +188,9 @@ __device__ __forceinline__ void finish(const float (&acc)[kColTiles][2][4], cons
 }
 
 // The grouped GEMV's sums: codes enter the MMA as they are (MagicPlanes), zero points and scales are applied to
-// the f32 sums once per group (y += s · (Σ x·(q + c) − (c + z) · Σ x), Σ x from one more MMA against ones).
-template <class Traits, typename T, int kColTiles>
+// the f32 sums once per group (y += s · (Σ x·(q + c) − (c + z) · Σ x), Σ x from one more MMA against ones, shared
+// by the tile's kQuads column quads).
+template <class Traits, typename T, int kColTiles, int kQuads>
 struct GroupedSums {
   using Planes = MagicPlanes<T, Traits::kBits>;
   static constexpr int kCodes = Traits::kCodes;
@@ -189,57 +198,66 @@ struct GroupedSums {
   static constexpr int kXRegs = kCodes / 2;
   static constexpr int kPlanes = Planes::kPlanes;
 
-  float acc[kColTiles][2][4] = {};
-  float gacc[kPlanes][kColTiles][2][4] = {};
+  float acc[kQuads][kColTiles][2][4] = {};
+  float gacc[kPlanes][kQuads][kColTiles][2][4] = {};
   float xsum[kColTiles][4] = {};
   int group = -1;
-  uint32_t group_zeros = 0;
-  uint2 group_scales = make_uint2(0, 0);
+  uint32_t group_zeros[kQuads] = {};
+  uint2 group_scales[kQuads] = {};
 
   // Applies the finished group, then starts the next from zero.
   __device__ __forceinline__ void flush() {
     if (group < 0) return;
-    float sc[4], zc[4];
 #pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      sc[c] = half_to_float<T>(c < 2 ? group_scales.x : group_scales.y, c & 1);
-      // Zero point c as the float 2^23 + z (its byte under the exponent bits of 2^23), then offset: both exact.
-      zc[c] = __uint_as_float(__byte_perm(group_zeros, 0x4B000000u, 0x7650u + c)) - (8388608.0f - Planes::kOffset);
+    for (int qd = 0; qd < kQuads; ++qd) {
+      float sc[4], zc[4];
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        sc[c] = half_to_float<T>(c < 2 ? group_scales[qd].x : group_scales[qd].y, c & 1);
+        // Zero point c as the float 2^23 + z (its byte under the exponent bits of 2^23), then offset: both exact.
+        zc[c] = __uint_as_float(__byte_perm(group_zeros[qd], 0x4B000000u, 0x7650u + c)) -
+                (8388608.0f - Planes::kOffset);
+      }
+#pragma unroll
+      for (int j = 0; j < kColTiles; ++j) {
+#pragma unroll
+        for (int tr = 0; tr < 2; ++tr) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int c = 2 * tr + (e >> 1);
+            float planes[kPlanes];
+#pragma unroll
+            for (int pl = 0; pl < kPlanes; ++pl) {
+              planes[pl] = gacc[pl][qd][j][tr][e];
+              gacc[pl][qd][j][tr][e] = 0.0f;
+            }
+            const float dot = fmaf(-zc[c], xsum[j][e & 1], Planes::combine(planes));
+            acc[qd][j][tr][e] = fmaf(sc[c], dot, acc[qd][j][tr][e]);
+          }
+        }
+      }
     }
 #pragma unroll
     for (int j = 0; j < kColTiles; ++j) {
-#pragma unroll
-      for (int tr = 0; tr < 2; ++tr) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int c = 2 * tr + (e >> 1);
-          float planes[kPlanes];
-#pragma unroll
-          for (int pl = 0; pl < kPlanes; ++pl) {
-            planes[pl] = gacc[pl][j][tr][e];
-            gacc[pl][j][tr][e] = 0.0f;
-          }
-          const float dot = fmaf(-zc[c], xsum[j][e & 1], Planes::combine(planes));
-          acc[j][tr][e] = fmaf(sc[c], dot, acc[j][tr][e]);
-        }
-      }
 #pragma unroll
       for (int e = 0; e < 4; ++e) xsum[j][e] = 0.0f;
     }
   }
 
-  // One step (4 blocks × 32 columns) of group `step_group`: switch groups if needed (warp-uniform; meta(group,
-  // zeros, scales) gives the new group's packed zero points and scales), decode, MMA.
+  // One step (4 blocks × 32 columns per quad) of group `step_group`: switch groups if needed (warp-uniform;
+  // meta(quad, group, zeros, scales) gives the new group's packed zero points and scales), decode, MMA.
   template <class MetaOf>
-  __device__ __forceinline__ void step(int step_group, const MetaOf& meta, const uint4 (&raw)[kWords],
+  __device__ __forceinline__ void step(int step_group, const MetaOf& meta, const uint4 (&raw)[kQuads][kWords],
                                        const uint32_t (&xr)[kColTiles][kXRegs]) {
     if (step_group != group) {
       flush();
       group = step_group;
-      meta(group, group_zeros, group_scales);
+#pragma unroll
+      for (int qd = 0; qd < kQuads; ++qd) meta(qd, group, group_zeros[qd], group_scales[qd]);
     }
-    uint32_t words[4][kWords];
-    split_words(raw, words);
+    uint32_t words[kQuads][4][kWords];
+#pragma unroll
+    for (int qd = 0; qd < kQuads; ++qd) split_words(raw[qd], words[qd]);
 #pragma unroll
     for (int q = 0; q < kCodes / 4; ++q) {
       const int p0 = 2 * q, p1 = 2 * q + 1;
@@ -249,16 +267,22 @@ struct GroupedSums {
       for (int j = 0; j < kColTiles; ++j)
         mma_m16n8k16<T>(xsum[j], Planes::kOnes, Planes::kOnes, Planes::kOnes, Planes::kOnes, b0[j], b1[j]);
 #pragma unroll
-      for (int tr = 0; tr < 2; ++tr) {
-        const int lo = 2 * tr, hi = 2 * tr + 1;
-        const uint32_t pair_lo0 = Traits::pair_field(words[lo], p0), pair_hi0 = Traits::pair_field(words[hi], p0);
-        const uint32_t pair_lo1 = Traits::pair_field(words[lo], p1), pair_hi1 = Traits::pair_field(words[hi], p1);
+      for (int qd = 0; qd < kQuads; ++qd) {
 #pragma unroll
-        for (int pl = 0; pl < kPlanes; ++pl) {
-          const uint32_t a0 = Planes::plane(pair_lo0, pl), a1 = Planes::plane(pair_hi0, pl);
-          const uint32_t a2 = Planes::plane(pair_lo1, pl), a3 = Planes::plane(pair_hi1, pl);
+        for (int tr = 0; tr < 2; ++tr) {
+          const int lo = 2 * tr, hi = 2 * tr + 1;
+          const uint32_t pair_lo0 = Traits::pair_field(words[qd][lo], p0);
+          const uint32_t pair_hi0 = Traits::pair_field(words[qd][hi], p0);
+          const uint32_t pair_lo1 = Traits::pair_field(words[qd][lo], p1);
+          const uint32_t pair_hi1 = Traits::pair_field(words[qd][hi], p1);
 #pragma unroll
-          for (int j = 0; j < kColTiles; ++j) mma_m16n8k16<T>(gacc[pl][j][tr], a0, a1, a2, a3, b0[j], b1[j]);
+          for (int pl = 0; pl < kPlanes; ++pl) {
+            const uint32_t a0 = Planes::plane(pair_lo0, pl), a1 = Planes::plane(pair_hi0, pl);
+            const uint32_t a2 = Planes::plane(pair_lo1, pl), a3 = Planes::plane(pair_hi1, pl);
+#pragma unroll
+            for (int j = 0; j < kColTiles; ++j)
+              mma_m16n8k16<T>(gacc[pl][qd][j][tr], a0, a1, a2, a3, b0[j], b1[j]);
+          }
         }
       }
     }
@@ -278,12 +302,12 @@ __global__ void __launch_bounds__(kWoqWarps * 32) woq_gemv_kernel(const WoqGemvP
   const woq_detail::LaneWork<T, kCodes, kColTiles> lw(p);
   const int t = lw.t;
   const int n = p.n;
-  const int64_t col = lw.col;
+  const int64_t col = lw.col[0];
   const T* const(&x_row)[kColTiles] = lw.x_row;
   const T* scales = static_cast<const T*>(p.scales);
   const int blocks = lw.blocks, begin = lw.begin, end = lw.end;
 
-  float acc[kColTiles][2][4] = {};
+  float acc[1][kColTiles][2][4] = {};
   bool waited = false;
 
   for (int s = begin; s < end; s += kUnroll) {
@@ -344,14 +368,14 @@ __global__ void __launch_bounds__(kWoqWarps * 32) woq_gemv_kernel(const WoqGemvP
           const uint32_t a2 = Decoder::apply(Traits::pair_bits(words[lo], p1), cols[u][lo]);
           const uint32_t a3 = Decoder::apply(Traits::pair_bits(words[hi], p1), cols[u][hi]);
 #pragma unroll
-          for (int j = 0; j < kColTiles; ++j) mma_m16n8k16<T>(acc[j][tr], a0, a1, a2, a3, b0[j], b1[j]);
+          for (int j = 0; j < kColTiles; ++j) mma_m16n8k16<T>(acc[0][j][tr], a0, a1, a2, a3, b0[j], b1[j]);
         }
       }
     }
   }
   if (!waited) pdl_wait();  // warps with no steps still write outputs below
 
-  woq_detail::finish<T, kColTiles>(acc, p);
+  woq_detail::finish<T, kColTiles, 1>(acc, p);
 }
 
 // The grouped GEMV: the same tiles, loads and MMAs, with fewer instructions per weight, which is what bounds the
@@ -368,7 +392,7 @@ __global__ void __launch_bounds__(kWoqWarps * 32) woq_gemv_kernel(const WoqGemvP
 //  - A group's zero points and scales are loaded when the warp enters the group and used when it leaves it; the
 //    warp asks L1 for those of its first kPrefetchGroups groups at its start, before the programmatic-dependent-
 //    launch wait.
-template <class Traits, typename T, int kColTiles, int kSteps, bool kActOrder>
+template <class Traits, typename T, int kColTiles, int kQuads, int kSteps, bool kActOrder>
 __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8) / kWoqWarps)  // 16 warps/SM (3-bit 8)
     woq_gemv_grouped_kernel(const WoqGemvParams p) {
   constexpr int kCodes = Traits::kCodes;
@@ -380,17 +404,21 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
   constexpr int kPrefetchGroups = 64;
   pdl_launch_dependents();
 
-  const woq_detail::LaneWork<T, kCodes, kColTiles> lw(p);
+  const woq_detail::LaneWork<T, kCodes, kColTiles, kQuads> lw(p);
   const int t = lw.t;
   const int n = p.n;
-  const int64_t col = lw.col;
+  const int64_t col = lw.col[0];
   const T* const(&x_row)[kColTiles] = lw.x_row;
   const T* scales = static_cast<const T*>(p.scales);
   const int blocks = lw.blocks, begin = lw.begin, end = lw.end;
   const int full_end = min(end, blocks >> 2);  // steps whose 4 blocks all exist
   const int step_shift = p.group_shift - kStepRowsLog2;  // regular groups (the host checks it is >= 0)
+  // Quad q's columns start quad_off[q] columns after quad 0's (32, or less where the tile is clamped at n).
+  int quad_off[kQuads];
+#pragma unroll
+  for (int q = 0; q < kQuads; ++q) quad_off[q] = static_cast<int>(lw.col[q] - col);
 
-  // Word w of the lane's block in step s: qweight + ((4s + t) · kWords + w) · n + col.
+  // Word w of the lane's block in step s, quad q: qweight + ((4s + t) · kWords + w) · n + col + quad_off[q].
   const uint32_t* w_lane = p.qweight + static_cast<int64_t>(t) * kWords * n + col;
   const int64_t w_step = static_cast<int64_t>(4) * kWords * n;
 
@@ -406,20 +434,20 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
   const T* scales_lane = scales + col;
   const auto meta_at = [&](int gi) { return gi * n; };
 
-  woq_detail::GroupedSums<Traits, T, kColTiles> sums;
+  woq_detail::GroupedSums<Traits, T, kColTiles, kQuads> sums;
   // A group's zero points and scales are loaded when the warp enters it.
-  const auto load_meta = [&](int gi, uint32_t& zeros, uint2& group_scales) {
-    zeros = __ldg(reinterpret_cast<const uint32_t*>(zeros_lane + meta_at(gi)));
-    group_scales = __ldg(reinterpret_cast<const uint2*>(scales_lane + meta_at(gi)));
+  const auto load_meta = [&](int q, int gi, uint32_t& zeros, uint2& group_scales) {
+    zeros = __ldg(reinterpret_cast<const uint32_t*>(zeros_lane + meta_at(gi) + quad_off[q]));
+    group_scales = __ldg(reinterpret_cast<const uint2*>(scales_lane + meta_at(gi) + quad_off[q]));
   };
-  const auto compute = [&](int step, int act_group, const uint4 (&raw)[kWords],
+  const auto compute = [&](int step, int act_group, const uint4 (&raw)[kQuads][kWords],
                            const uint32_t (&xr)[kColTiles][kXRegs]) {
     sums.step(kActOrder ? act_group : step >> step_shift, load_meta, raw, xr);
   };
 
   // What one batch holds in registers between its loads and its compute.
   struct Batch {
-    uint4 raw[kSteps][kWords];
+    uint4 raw[kSteps][kQuads][kWords];
     uint32_t xr[kSteps][kColTiles][kXRegs];
     int group[kSteps];  // act-order only
   };
@@ -429,7 +457,10 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
 #pragma unroll
     for (int u = 0; u < kSteps; ++u) {
 #pragma unroll
-      for (int w = 0; w < kWords; ++w) b.raw[u][w] = load_stream_16(wp + u * w_step + w * n);
+      for (int q = 0; q < kQuads; ++q) {
+#pragma unroll
+        for (int w = 0; w < kWords; ++w) b.raw[u][q][w] = load_stream_16(wp + u * w_step + w * n + quad_off[q]);
+      }
     }
   };
   const auto load_rest = [&](Batch& b, int s) {
@@ -450,7 +481,9 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
   const int batches = full_end > begin ? (full_end - begin) / kSteps : 0;
   Batch ba;
   if (batches > 0) load_weights(ba, s);
-  if (begin < end) {  // the meta of the warp's first groups into L1 (groups are monotone in the step)
+  // The meta of the warp's first groups into L1 (groups are monotone in the step); quad 0's lines hold the other
+  // quads' too where rows of zero points (bytes) and scales (2 bytes) start at multiples of 64 columns.
+  if (begin < end) {
     const int first = group_of_step(begin);
     const int last = min(group_of_step(end - 1), first + kPrefetchGroups - 1);
     for (int gi = first; gi <= last; ++gi) {
@@ -476,8 +509,11 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
       const int64_t block = static_cast<int64_t>(s + u) * 4 + t;
       ok[u] = (s + u < end) && block < blocks;
 #pragma unroll
-      for (int w = 0; w < kWords; ++w)
-        b.raw[u][w] = load_stream_16_if(Traits::word(p.qweight, n, ok[u] ? block : 0, w, col), ok[u]);
+      for (int q = 0; q < kQuads; ++q) {
+#pragma unroll
+        for (int w = 0; w < kWords; ++w)
+          b.raw[u][q][w] = load_stream_16_if(Traits::word(p.qweight, n, ok[u] ? block : 0, w, lw.col[q]), ok[u]);
+      }
 #pragma unroll
       for (int j = 0; j < kColTiles; ++j) woq_detail::load_x<kCodes>(b.xr[u][j], x_row[j], block * kCodes, ok[u]);
       if constexpr (kActOrder) b.group[u] = s + u < end ? group_of_step(s + u) : 0;
@@ -490,7 +526,7 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
   }
   sums.flush();
 
-  woq_detail::finish<T, kColTiles>(sums.acc, p);
+  woq_detail::finish<T, kColTiles, kQuads>(sums.acc, p);
 }
 
 }  // namespace tpq::kernels

@@ -72,7 +72,6 @@ void launch_gemv(Context::CudaResources& res, DType dtype, const WoqWeights& w, 
   const bool grouped = w.g_idx != nullptr || w.group_size >= w.rows ||
                        (w.group_size % (4 * codes) == 0 && shift_of(w.group_size) >= 0);
   const int64_t group_size = std::min<int64_t>(w.group_size, w.rows);
-  const int tiles = static_cast<int>((w.n + kernels::kWoqTileCols - 1) / kernels::kWoqTileCols);
   const int steps = static_cast<int>((w.rows / codes + 3) / 4);
   const size_t es = dtype_size(dtype);
   for (int64_t m0 = 0; m0 < m; m0 += kWoqGemvPassRows) {
@@ -80,10 +79,11 @@ void launch_gemv(Context::CudaResources& res, DType dtype, const WoqWeights& w, 
     // Split K across blocks when that fills the GPU better: the split count whose blocks come closest to whole
     // waves of resident blocks, as long as every warp keeps at least one step and the context's split-K scratch
     // (one counter per tile, shared with the dense GEMV) covers the tiles (plan_gemv_split caps it to the scratch).
+    const WoqGemvShape shape = woq_gemv_shape(w.bits, dense_type(dtype), static_cast<int>(mm), grouped);
+    const int tiles = static_cast<int>((w.n + shape.tile_cols - 1) / shape.tile_cols);
     int wanted = 1;
     if (tiles <= res.gemv_max_tiles) {
-      const int resident =
-          res.sm_count * woq_gemv_blocks_per_sm(w.bits, dense_type(dtype), static_cast<int>(mm), grouped);
+      const int resident = res.sm_count * shape.blocks_per_sm;
       const auto efficiency = [&](int s) {
         const double waves = static_cast<double>(tiles) * s / resident;
         return waves / std::ceil(waves);

@@ -6,6 +6,8 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "kernels/common/launch.cuh"
 #include "kernels/common/woq_dequant.cuh"
@@ -24,29 +26,43 @@ constexpr int unroll_for(int bits, int col_tiles) {
   return col_tiles == 1 || base == 2 ? base : base / 2;
 }
 
-// The grouped GEMV decodes with one LOP3 per pair and keeps one batch of steps in flight per lane: 8 steps (4 with
-// two column tiles; 4 / 2 for the 16-code 2-bit blocks, 2 / 1 for the 3-word 3-bit blocks), near 128 registers.
-constexpr int grouped_steps_for(int bits, int col_tiles) {
+// The grouped GEMV decodes with one LOP3 per pair and keeps one batch of steps in flight per lane: 8 steps of one
+// column quad and one column tile, halved for each doubling (two quads, two column tiles); 4 for the 16-code 2-bit
+// blocks, 2 for the 3-word 3-bit blocks; near 128 registers.
+constexpr int grouped_steps_for(int bits, int col_tiles, int quads) {
   const int base = bits == 3 ? 2 : bits == 2 ? 4 : 8;
-  return col_tiles == 1 ? base : base / 2;
+  return base / (col_tiles * quads) > 0 ? base / (col_tiles * quads) : 1;
 }
 
-template <int kBits, typename T, int kColTiles, bool kGrouped, bool kActOrder = false>
+// Column quads (32 columns each) per grouped block at M <= 8: two share every activation load and Σx MMA between
+// twice the weight bytes. 3-bit blocks (three words) keep one, and so does M > 8 (two column tiles and two quads
+// spill). TPQ_WOQ_QUADS=0 keeps one everywhere (for A/B runs).
+bool quads_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("TPQ_WOQ_QUADS");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  return on;
+}
+int quads_for(int bits, bool grouped) { return grouped && bits != 3 && quads_enabled() ? 2 : 1; }
+
+template <int kBits, typename T, int kColTiles, bool kGrouped, int kQuads = 1, bool kActOrder = false>
 auto gemv_kernel() {
   using Traits = kernels::gptq::KernelTraits<kBits>;
   if constexpr (kGrouped) {
-    return kernels::woq_gemv_grouped_kernel<Traits, T, kColTiles, grouped_steps_for(kBits, kColTiles), kActOrder>;
+    return kernels::woq_gemv_grouped_kernel<Traits, T, kColTiles, kQuads, grouped_steps_for(kBits, kColTiles, kQuads),
+                                            kActOrder>;
   } else {
     return kernels::woq_gemv_kernel<Traits, T, kColTiles, unroll_for(kBits, kColTiles)>;
   }
 }
 
 // Resident blocks per SM of one instantiation, asked once.
-template <int kBits, typename T, int kColTiles, bool kGrouped>
+template <int kBits, typename T, int kColTiles, bool kGrouped, int kQuads>
 int blocks_per_sm() {
   static const int blocks = [] {
     int b = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, gemv_kernel<kBits, T, kColTiles, kGrouped>(),
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, gemv_kernel<kBits, T, kColTiles, kGrouped, kQuads>(),
                                                       kernels::kWoqWarps * 32, 0) != cudaSuccess) {
       (void)cudaGetLastError();
       b = 1;
@@ -56,57 +72,61 @@ int blocks_per_sm() {
   return blocks;
 }
 
-template <int kBits, typename T, int kColTiles, bool kGrouped>
+template <int kBits, typename T, int kColTiles, bool kGrouped, int kQuads>
 cudaError_t launch_gemv_kernel(const kernels::WoqGemvParams& p, cudaStream_t stream, bool pdl) {
-  const dim3 grid(static_cast<unsigned>((p.n + kernels::kWoqTileCols - 1) / kernels::kWoqTileCols),
-                  static_cast<unsigned>(p.split_k.splits), 1);
+  const int tile_cols = kernels::kWoqTileCols * kQuads;
+  const dim3 grid(static_cast<unsigned>((p.n + tile_cols - 1) / tile_cols), static_cast<unsigned>(p.split_k.splits),
+                  1);
   if constexpr (kGrouped) {
     if (p.g_idx != nullptr) {
-      return kernels::launch_kernel(gemv_kernel<kBits, T, kColTiles, true, true>(), grid,
+      return kernels::launch_kernel(gemv_kernel<kBits, T, kColTiles, true, kQuads, true>(), grid,
                                     dim3(kernels::kWoqWarps * 32), 0, stream, pdl, p);
     }
   }
-  return kernels::launch_kernel(gemv_kernel<kBits, T, kColTiles, kGrouped>(), grid, dim3(kernels::kWoqWarps * 32), 0,
-                                stream, pdl, p);
+  return kernels::launch_kernel(gemv_kernel<kBits, T, kColTiles, kGrouped, kQuads>(), grid,
+                                dim3(kernels::kWoqWarps * 32), 0, stream, pdl, p);
 }
 
-template <int kBits, typename T, int kColTiles>
-cudaError_t launch_gemv_typed(const kernels::WoqGemvParams& p, bool grouped, cudaStream_t stream, bool pdl) {
-  return grouped ? launch_gemv_kernel<kBits, T, kColTiles, true>(p, stream, pdl)
-                 : launch_gemv_kernel<kBits, T, kColTiles, false>(p, stream, pdl);
+// Calls f.template operator()<kColTiles, kGrouped, kQuads>() for the instantiation that serves (m, grouped).
+template <int kBits, class F>
+auto with_gemv_config(int m, bool grouped, F&& f) {
+  const bool two_tiles = m > 8;
+  if (!grouped) return two_tiles ? f.template operator()<2, false, 1>() : f.template operator()<1, false, 1>();
+  if (!two_tiles && quads_for(kBits, true) == 2) {
+    if constexpr (kBits != 3) return f.template operator()<1, true, 2>();
+  }
+  return two_tiles ? f.template operator()<2, true, 1>() : f.template operator()<1, true, 1>();
 }
 
-template <int kBits, typename T>
-cudaError_t launch_gemv_for_m(const kernels::WoqGemvParams& p, bool grouped, cudaStream_t stream, bool pdl) {
-  if (p.m <= 8) return launch_gemv_typed<kBits, T, 1>(p, grouped, stream, pdl);
-  return launch_gemv_typed<kBits, T, 2>(p, grouped, stream, pdl);
+// Calls f.template operator()<kBits>() for bits 2, 3, 4 and 8 (anything else: 8; callers check first).
+template <class F>
+auto with_bits(int bits, F&& f) {
+  switch (bits) {
+    case 2: return f.template operator()<2>();
+    case 3: return f.template operator()<3>();
+    case 4: return f.template operator()<4>();
+    default: return f.template operator()<8>();
+  }
 }
 
 template <typename T>
 cudaError_t launch_gemv_for_bits(int bits, const kernels::WoqGemvParams& p, bool grouped, cudaStream_t stream,
                                  bool pdl) {
-  switch (bits) {
-    case 2: return launch_gemv_for_m<2, T>(p, grouped, stream, pdl);
-    case 3: return launch_gemv_for_m<3, T>(p, grouped, stream, pdl);
-    case 4: return launch_gemv_for_m<4, T>(p, grouped, stream, pdl);
-    case 8: return launch_gemv_for_m<8, T>(p, grouped, stream, pdl);
-    default: return cudaErrorInvalidValue;
-  }
+  if (bits != 2 && bits != 3 && bits != 4 && bits != 8) return cudaErrorInvalidValue;
+  return with_bits(bits, [&]<int kBits>() {
+    return with_gemv_config<kBits>(p.m, grouped, [&]<int kColTiles, bool kGrouped, int kQuads>() {
+      return launch_gemv_kernel<kBits, T, kColTiles, kGrouped, kQuads>(p, stream, pdl);
+    });
+  });
 }
 
 template <typename T>
-int occupancy_for_bits(int bits, int m, bool grouped) {
-  const auto pick = [&]<int kBits>() {
-    if (m <= 8) return grouped ? blocks_per_sm<kBits, T, 1, true>() : blocks_per_sm<kBits, T, 1, false>();
-    return grouped ? blocks_per_sm<kBits, T, 2, true>() : blocks_per_sm<kBits, T, 2, false>();
-  };
-  switch (bits) {
-    case 2: return pick.template operator()<2>();
-    case 3: return pick.template operator()<3>();
-    case 4: return pick.template operator()<4>();
-    case 8: return pick.template operator()<8>();
-    default: return 1;
-  }
+WoqGemvShape gemv_shape_for_bits(int bits, int m, bool grouped) {
+  return with_bits(bits, [&]<int kBits>() {
+    return with_gemv_config<kBits>(m, grouped, [&]<int kColTiles, bool kGrouped, int kQuads>() {
+      return WoqGemvShape{kernels::kWoqTileCols * kQuads, blocks_per_sm<kBits, T, kColTiles, kGrouped, kQuads>()};
+    });
+  });
 }
 
 template <int kBits, typename T>
@@ -153,9 +173,9 @@ cudaError_t launch_woq_gemv(int bits, DenseType dtype, const kernels::WoqGemvPar
   }
 }
 
-int woq_gemv_blocks_per_sm(int bits, DenseType dtype, int m, bool grouped) {
-  return dtype == DenseType::kF16 ? occupancy_for_bits<__half>(bits, m, grouped)
-                                  : occupancy_for_bits<__nv_bfloat16>(bits, m, grouped);
+WoqGemvShape woq_gemv_shape(int bits, DenseType dtype, int m, bool grouped) {
+  return dtype == DenseType::kF16 ? gemv_shape_for_bits<__half>(bits, m, grouped)
+                                  : gemv_shape_for_bits<__nv_bfloat16>(bits, m, grouped);
 }
 
 cudaError_t launch_woq_dequant(int bits, DenseType dtype, const kernels::WoqDequantParams& p, cudaStream_t stream) {

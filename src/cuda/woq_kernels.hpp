@@ -17,8 +17,13 @@ inline constexpr int kWoqGemvPassRows = 16;
 // serialization.
 cudaError_t launch_woq_gemv(int bits, DenseType dtype, const kernels::WoqGemvParams& p, bool grouped,
                             cudaStream_t stream, bool pdl);
-// Blocks of the GEMV launch_woq_gemv would run for (bits, dtype, m, grouped) that fit on one SM at once.
-int woq_gemv_blocks_per_sm(int bits, DenseType dtype, int m, bool grouped);
+// The GEMV launch_woq_gemv runs for (bits, dtype, m, grouped): output columns per block (blockIdx.x covers
+// tile_cols columns) and blocks that fit on one SM at once.
+struct WoqGemvShape {
+  int tile_cols;
+  int blocks_per_sm;
+};
+WoqGemvShape woq_gemv_shape(int bits, DenseType dtype, int m, bool grouped);
 // dtype (of the scales and the output): kBF16, kF16 or kF32.
 cudaError_t launch_woq_dequant(int bits, DenseType dtype, const kernels::WoqDequantParams& p, cudaStream_t stream);
 // dtype: kBF16, kF16 or kF32.
