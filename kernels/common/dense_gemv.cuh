@@ -151,7 +151,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32, 2) dense_gemv_kernel(const De
   const float vs[1] = {v};
   const bool actives[1] = {active};
   const int cols[1] = {col}, rows[1] = {row};
-  finish_tile(vs, actives, cols, rows, p.split_k, tile, blockIdx.y, m, n,
+  finish_tile<kGemvWarps * 32>(vs, actives, cols, rows, p.split_k, tile, blockIdx.y, m, n,
               [&](float sum, int) {
                 if (bias != nullptr) sum += to_float(bias[row]);
                 y[static_cast<int64_t>(col) * n + row] = from_float<T>(sum);

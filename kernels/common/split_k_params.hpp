@@ -4,9 +4,17 @@
 namespace tpq::kernels {
 
 struct SplitK {
-  float* partials = nullptr;          // [splits, m, n] f32, when splits > 1
-  unsigned* tile_counters = nullptr;  // one per output tile, zero on entry and on exit, when splits > 1
+  float* partials = nullptr;          // [splits, m, n] f32, when splits > 1 (and not cluster)
+  unsigned* tile_counters = nullptr;  // one per output tile, zero on entry and on exit, when splits > 1 (same)
   int splits = 1;                     // blocks per output tile along K (blockIdx.y)
+  // sm_90+: the splits of a tile are one thread-block cluster along y (launched with cluster dims (1, splits, 1),
+  // splits <= kMaxClusterSplits): their partial sums meet in distributed shared memory, not in partials.
+  bool cluster = false;
 };
+
+inline constexpr int kMaxClusterSplits = 8;  // the portable cluster size
+
+// The cluster height a launch with this split-K needs (1: no cluster).
+inline unsigned cluster_height(const SplitK& sk) { return sk.cluster ? static_cast<unsigned>(sk.splits) : 1u; }
 
 }  // namespace tpq::kernels

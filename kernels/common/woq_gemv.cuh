@@ -180,7 +180,7 @@ __device__ __forceinline__ void finish(const float (&acc)[kQuads][kColTiles][2][
   const T* bias = static_cast<const T*>(p.bias);
   T* y = static_cast<T*>(p.y);
 
-  finish_tile(v, active, out_m, out_n, p.split_k, tile, blockIdx.y, m, n,
+  finish_tile<kWoqWarps * 32>(v, active, out_m, out_n, p.split_k, tile, blockIdx.y, m, n,
               [&](float sum, int r) {
                 if (bias != nullptr) sum += to_float(bias[out_n[r]]);
                 y[static_cast<int64_t>(out_m[r]) * n + out_n[r]] = from_float<T>(sum);

@@ -255,7 +255,7 @@ __global__ void __launch_bounds__(kFp8GemvWarps * 32, kUnits >= 4 && kBlockScale
     y[static_cast<int64_t>(c) * n + r] = from_float<T>(out);
   };
 
-  finish_tile(v, active, col, row, p.split_k, tile, blockIdx.y, m, n,
+  finish_tile<kFp8GemvWarps * 32>(v, active, col, row, p.split_k, tile, blockIdx.y, m, n,
               [&](float sum, int j) { finish(sum, row[j], col[j]); });
 }
 

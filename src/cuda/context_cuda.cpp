@@ -3,6 +3,8 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <string_view>
 
 #include "src/cuda/cuda_resources.hpp"
 #include "tpq/core/context.hpp"
@@ -45,6 +47,8 @@ Context::CudaResources::CudaResources(int dev, size_t ws_bytes) : device(dev), w
   TPQ_CUDA_CHECK(cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, device));
   TPQ_CUDA_CHECK(cudaDeviceGetAttribute(&cc_minor, cudaDevAttrComputeCapabilityMinor, device));
   use_pdl = cc_major >= 9;
+  const char* clusters = std::getenv("TPQ_GEMV_CLUSTERS");
+  gemv_clusters = cc_major >= 9 && (clusters == nullptr || std::string_view(clusters) != "0");
 
   cublasLtHandle_t handle = nullptr;
   TPQ_CUBLAS_CHECK(cublasLtCreate(&handle));

@@ -23,7 +23,8 @@ cudaError_t launch_gemv_typed(const kernels::Fp8GemvParams& p, cudaStream_t stre
   const dim3 grid(static_cast<unsigned>((p.n + kernels::kFp8GemvTileRows - 1) / kernels::kFp8GemvTileRows),
                   static_cast<unsigned>(p.split_k.splits), 1);
   return kernels::launch_kernel(kernels::fp8_weight_only_gemv_kernel<T, kColTiles, kUnits, kBlockScale>, grid,
-                                dim3(kernels::kFp8GemvWarps * 32, 1, 1), 0, stream, pdl, p);
+                                dim3(kernels::kFp8GemvWarps * 32, 1, 1), 0, stream,
+                                {.pdl = pdl, .cluster_y = kernels::cluster_height(p.split_k)}, p);
 }
 
 // Loads in flight per lane: 4 x kUnits weight loads of 16 bytes (+ 4 x kColTiles x kUnits x loads). One column

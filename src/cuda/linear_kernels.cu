@@ -21,7 +21,8 @@ cudaError_t launch_gemv_typed(const kernels::DenseGemvParams& p, cudaStream_t st
   const dim3 grid(static_cast<unsigned>((p.n + kernels::kGemvTileRows - 1) / kernels::kGemvTileRows),
                   static_cast<unsigned>(p.split_k.splits), 1);
   return kernels::launch_kernel(kernels::dense_gemv_kernel<T, kColTiles, kUnroll>, grid,
-                                dim3(kernels::kGemvWarps * 32, 1, 1), 0, stream, pdl, p);
+                                dim3(kernels::kGemvWarps * 32, 1, 1), 0, stream,
+                                {.pdl = pdl, .cluster_y = kernels::cluster_height(p.split_k)}, p);
 }
 
 // Loads in flight per lane: 2 x kUnroll weight loads (+ kColTiles x kUnroll x loads). 8 steps keep the register

@@ -76,25 +76,17 @@ void launch_gemv(Context::CudaResources& res, DType dtype, const WoqWeights& w, 
   const size_t es = dtype_size(dtype);
   for (int64_t m0 = 0; m0 < m; m0 += kWoqGemvPassRows) {
     const int64_t mm = std::min<int64_t>(kWoqGemvPassRows, m - m0);
-    // Split K across blocks when that fills the GPU better: the split count whose blocks come closest to whole
-    // waves of resident blocks, as long as every warp keeps at least one step and the context's split-K scratch
-    // (one counter per tile, shared with the dense GEMV) covers the tiles (plan_gemv_split caps it to the scratch).
+    // Split K across blocks when the tiles leave resident blocks free: as many splits as fit in one wave of
+    // resident blocks, as long as every warp keeps at least one step and the context's split-K scratch (one counter
+    // per tile, shared with the dense GEMV) covers the tiles (plan_gemv_split caps it to the scratch). More waves of
+    // shorter blocks measured slower (s9: llama8b qkv at 64-column tiles, 11 splits in 4 waves, 0.42x of 2 in one):
+    // a block costs a load latency and a reduction however short its K range.
     const WoqGemvShape shape = woq_gemv_shape(w.bits, dense_type(dtype), static_cast<int>(mm), grouped);
     const int tiles = static_cast<int>((w.n + shape.tile_cols - 1) / shape.tile_cols);
     int wanted = 1;
     if (tiles <= res.gemv_max_tiles) {
       const int resident = res.sm_count * shape.blocks_per_sm;
-      const auto efficiency = [&](int s) {
-        const double waves = static_cast<double>(tiles) * s / resident;
-        return waves / std::ceil(waves);
-      };
-      double best = efficiency(1);
-      for (int s = 2; s <= kGemvMaxSplits && steps / s >= kernels::kWoqWarps; ++s) {
-        if (efficiency(s) > best + 0.02) {
-          best = efficiency(s);
-          wanted = s;
-        }
-      }
+      wanted = std::clamp(std::min(resident / tiles, steps / kernels::kWoqWarps), 1, kGemvMaxSplits);
     }
     const GemvSplit split = plan_gemv_split(res, wanted, steps, mm, w.n);
     const kernels::WoqGemvParams p{.x = static_cast<const char*>(x) + m0 * w.rows * es,

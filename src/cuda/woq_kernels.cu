@@ -77,14 +77,15 @@ cudaError_t launch_gemv_kernel(const kernels::WoqGemvParams& p, cudaStream_t str
   const int tile_cols = kernels::kWoqTileCols * kQuads;
   const dim3 grid(static_cast<unsigned>((p.n + tile_cols - 1) / tile_cols), static_cast<unsigned>(p.split_k.splits),
                   1);
+  const kernels::LaunchOptions options{.pdl = pdl, .cluster_y = kernels::cluster_height(p.split_k)};
   if constexpr (kGrouped) {
     if (p.g_idx != nullptr) {
       return kernels::launch_kernel(gemv_kernel<kBits, T, kColTiles, true, kQuads, true>(), grid,
-                                    dim3(kernels::kWoqWarps * 32), 0, stream, pdl, p);
+                                    dim3(kernels::kWoqWarps * 32), 0, stream, options, p);
     }
   }
   return kernels::launch_kernel(gemv_kernel<kBits, T, kColTiles, kGrouped, kQuads>(), grid,
-                                dim3(kernels::kWoqWarps * 32), 0, stream, pdl, p);
+                                dim3(kernels::kWoqWarps * 32), 0, stream, options, p);
 }
 
 // Calls f.template operator()<kColTiles, kGrouped, kQuads>() for the instantiation that serves (m, grouped).

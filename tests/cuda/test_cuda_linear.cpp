@@ -247,6 +247,31 @@ std::vector<LinearCase> sweep_cases() {
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaLinear, ::testing::ValuesIn(sweep_cases()),
                          [](const ::testing::TestParamInfo<LinearCase>& info) { return case_name(info.param); });
 
+// Split-K on sm_90+ reduces in a thread-block cluster (distributed shared memory); TPQ_GEMV_CLUSTERS=0 at context
+// creation keeps the global protocol (partials, counters), which older GPUs run. Both add the splits in the same
+// order, so the outputs must agree bit for bit, and both match the reference. Shapes with few output tiles split.
+TEST_F(CudaTest, SplitKInAClusterEqualsTheGlobalProtocol) {
+  Stream stream;
+  const Context clustered = Context::cuda(0, stream.get());
+  ASSERT_EQ(setenv("TPQ_GEMV_CLUSTERS", "0", 1), 0);
+  const Context global = Context::cuda(0, stream.get());
+  ASSERT_EQ(unsetenv("TPQ_GEMV_CLUSTERS"), 0);
+  for (const LinearCase& c : {LinearCase{DType::BF16, 1, 1024, 8192, true}, LinearCase{DType::F16, 8, 256, 4096, false},
+                              LinearCase{DType::BF16, 16, 48, 4096, true}, LinearCase{DType::F16, 3, 200, 2056, true}}) {
+    const Problem p(c, fresh_seed());
+    std::vector<std::vector<uint8_t>> outs;
+    for (const Context* ctx : {&clustered, &global}) {
+      TPQ_TEST_CUDA(p.poison(stream.get()));
+      p.run(*ctx);
+      TPQ_TEST_CUDA(cudaStreamSynchronize(stream.get()));
+      EXPECT_TRUE(p.check(ctx == &clustered ? "clusters" : "global"));
+      outs.emplace_back(p.dy.bytes());
+      TPQ_TEST_CUDA(cudaMemcpy(outs.back().data(), p.dy.get(), p.dy.bytes(), cudaMemcpyDeviceToHost));
+    }
+    EXPECT_EQ(outs[0], outs[1]) << case_name(c);
+  }
+}
+
 // The decode shapes the GEMV is tuned for: Llama-3-8B and Llama-3-70B at TP 8 (N x K).
 std::vector<LinearCase> llama_cases() {
   const std::vector<std::array<int64_t, 2>> nk = {{6144, 4096}, {4096, 4096}, {28672, 4096},
