@@ -8,8 +8,8 @@
 
 namespace tpq::kernels {
 
-// GEMV: one block = 8 warps that split K over one tile of 32 output columns; lane (g, t) owns columns 4g..4g+3
-// of the tile and, per step, block of codes 4·step + t of its warp's K range.
+// GEMV: one block = 8 warps that split K over one tile of 32 output columns (or two such quads); lane (g, t) owns
+// columns 4g..4g+3 of each quad and, per step, block of codes 4·step + t of its warp's K range.
 inline constexpr int kWoqWarps = 8;  // 4 measured slower on the H200 (70B shapes 25% vs 43% at M = 1)
 inline constexpr int kWoqTileCols = 32;
 
@@ -21,13 +21,14 @@ struct WoqGemvParams {
   const int32_t* g_idx;        // [rows], or null: group = row / group_size
   const void* bias;            // [n] or null
   void* y;                     // [m, n]
-  SplitK split_k;              // tiles of 32 columns
+  SplitK split_k;              // one tile per blockIdx.x
   int m;
   int n;
   int rows;
   int group_size;
   int group_shift;      // log2(group_size) when a power of two, else -1
   int steps_per_split;  // steps (4 blocks of codes each) that one blockIdx.y covers
+  int quads;            // 32-column quads per block (blockIdx.x covers 32 · quads columns)
 };
 
 // Dequantization to a dense [n, k] weight: W[c, col(r)] for every stored row r.

@@ -105,9 +105,8 @@ using CudaBuffer = std::unique_ptr<void, CudaFreeDeleter>;
 using LtHandle = std::unique_ptr<std::remove_pointer_t<cublasLtHandle_t>, LtHandleDeleter>;
 
 // GEMV split-K: it runs only when the output has fewer 16-row tiles than the device has multiprocessors, so its
-// partial sums are bounded by this, kGemvMaxM and the multiprocessor count. At most a portable cluster's blocks,
-// with or without clusters, so both protocols split alike.
-inline constexpr int kGemvMaxSplits = kernels::kMaxClusterSplits;
+// partial sums are bounded by this, kGemvMaxM and the multiprocessor count.
+inline constexpr int kGemvMaxSplits = 16;
 
 }  // namespace tpq::detail
 
@@ -139,7 +138,8 @@ struct Context::CudaResources {
   int gemv_max_tiles = 0;  // counters available = tiles up to which split-K may run
   float* gemv_partials = nullptr;
   size_t gemv_partial_floats = 0;
-  // sm_90+: split-K blocks of a tile launch as one cluster (TPQ_GEMV_CLUSTERS=0: the global protocol, for A/B).
+  // sm_90+: two split-K blocks of a tile launch as one cluster (TPQ_GEMV_CLUSTERS=0 at creation: the global
+  // protocol, for A/B runs and the test that compares both).
   bool gemv_clusters = false;
 };
 
@@ -162,7 +162,7 @@ inline GemvSplit plan_gemv_split(const Context::CudaResources& res, int wanted, 
   return {.split_k = {.partials = res.gemv_partials,
                       .tile_counters = res.gemv_tile_counters,
                       .splits = splits,
-                      .cluster = res.gemv_clusters && splits > 1},
+                      .cluster = res.gemv_clusters && splits > 1 && splits <= kernels::kMaxClusterSplits},
           .per_split = per_split};
 }
 

@@ -74,20 +74,31 @@ void launch_gemv(Context::CudaResources& res, DType dtype, const WoqWeights& w, 
   const int64_t group_size = std::min<int64_t>(w.group_size, w.rows);
   const int steps = static_cast<int>((w.rows / codes + 3) / 4);
   const size_t es = dtype_size(dtype);
+  const DenseType dense = dense_type(dtype);
   for (int64_t m0 = 0; m0 < m; m0 += kWoqGemvPassRows) {
     const int64_t mm = std::min<int64_t>(kWoqGemvPassRows, m - m0);
+    // Two column quads per block (64 columns: every activation load and Σx MMA serves twice the weight bytes) when
+    // 32-column blocks would take more than one wave of resident blocks: fewer, longer blocks (s9, H200: llama8b
+    // gate_up 1.11x at M = 1). Where 32-column blocks fit in one wave, 64-column ones would need split-K to fill the
+    // GPU, and that measured slower (qkv 0.89x, 70B/TP8 down 0.89x, with cluster split-K).
+    const auto resident_for = [&](int quads) {
+      return res.sm_count * woq_gemv_blocks_per_sm(w.bits, dense, static_cast<int>(mm), grouped, quads);
+    };
+    const auto tiles_for = [&](int quads) {
+      const int64_t cols = int64_t{kernels::kWoqTileCols} * quads;
+      return static_cast<int>((w.n + cols - 1) / cols);
+    };
+    int quads = 1;
+    if (woq_gemv_max_quads(w.bits, static_cast<int>(mm), grouped) >= 2 && tiles_for(1) > resident_for(1)) quads = 2;
+    const int tiles = tiles_for(quads);
     // Split K across blocks when the tiles leave resident blocks free: as many splits as fit in one wave of
     // resident blocks, as long as every warp keeps at least one step and the context's split-K scratch (one counter
     // per tile, shared with the dense GEMV) covers the tiles (plan_gemv_split caps it to the scratch). More waves of
-    // shorter blocks measured slower (s9: llama8b qkv at 64-column tiles, 11 splits in 4 waves, 0.42x of 2 in one):
-    // a block costs a load latency and a reduction however short its K range.
-    const WoqGemvShape shape = woq_gemv_shape(w.bits, dense_type(dtype), static_cast<int>(mm), grouped);
-    const int tiles = static_cast<int>((w.n + shape.tile_cols - 1) / shape.tile_cols);
+    // shorter blocks measured slower (s9: llama8b qkv in 64-column blocks, 11 splits in 4 waves 0.42x, 2 in one
+    // 0.78x, of no split in 32-column blocks): a block costs a load latency and a reduction however short its K.
     int wanted = 1;
-    if (tiles <= res.gemv_max_tiles) {
-      const int resident = res.sm_count * shape.blocks_per_sm;
-      wanted = std::clamp(std::min(resident / tiles, steps / kernels::kWoqWarps), 1, kGemvMaxSplits);
-    }
+    if (tiles <= res.gemv_max_tiles)
+      wanted = std::clamp(std::min(resident_for(quads) / tiles, steps / kernels::kWoqWarps), 1, kGemvMaxSplits);
     const GemvSplit split = plan_gemv_split(res, wanted, steps, mm, w.n);
     const kernels::WoqGemvParams p{.x = static_cast<const char*>(x) + m0 * w.rows * es,
                                    .qweight = w.qweight,
@@ -102,8 +113,9 @@ void launch_gemv(Context::CudaResources& res, DType dtype, const WoqWeights& w, 
                                    .rows = static_cast<int>(w.rows),
                                    .group_size = static_cast<int>(group_size),
                                    .group_shift = w.group_size >= w.rows ? 31 : shift_of(group_size),
-                                   .steps_per_split = split.per_split};
-    TPQ_CUDA_CHECK(launch_woq_gemv(w.bits, dense_type(dtype), p, grouped, stream, pdl_enabled(res)));
+                                   .steps_per_split = split.per_split,
+                                   .quads = quads};
+    TPQ_CUDA_CHECK(launch_woq_gemv(w.bits, dense, p, grouped, stream, pdl_enabled(res)));
   }
 }
 

@@ -6,8 +6,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 
 #include "kernels/common/launch.cuh"
 #include "kernels/common/woq_dequant.cuh"
@@ -33,18 +31,6 @@ constexpr int grouped_steps_for(int bits, int col_tiles, int quads) {
   const int base = bits == 3 ? 2 : bits == 2 ? 4 : 8;
   return base / (col_tiles * quads) > 0 ? base / (col_tiles * quads) : 1;
 }
-
-// Column quads (32 columns each) per grouped block at M <= 8: two share every activation load and Σx MMA between
-// twice the weight bytes. 3-bit blocks (three words) keep one, and so does M > 8 (two column tiles and two quads
-// spill). TPQ_WOQ_QUADS=0 keeps one everywhere (for A/B runs).
-bool quads_enabled() {
-  static const bool on = [] {
-    const char* v = std::getenv("TPQ_WOQ_QUADS");
-    return v == nullptr || std::strcmp(v, "0") != 0;
-  }();
-  return on;
-}
-int quads_for(int bits, bool grouped) { return grouped && bits != 3 && quads_enabled() ? 2 : 1; }
 
 template <int kBits, typename T, int kColTiles, bool kGrouped, int kQuads = 1, bool kActOrder = false>
 auto gemv_kernel() {
@@ -88,18 +74,19 @@ cudaError_t launch_gemv_kernel(const kernels::WoqGemvParams& p, cudaStream_t str
                                 dim3(kernels::kWoqWarps * 32), 0, stream, options, p);
 }
 
-// Calls f.template operator()<kColTiles, kGrouped, kQuads>() for the instantiation that serves (m, grouped).
+// Calls f.template operator()<kColTiles, kGrouped, kQuads>() for the instantiation that serves (m, grouped, quads);
+// quads as woq_gemv_max_quads allows (the launcher checks).
 template <int kBits, class F>
-auto with_gemv_config(int m, bool grouped, F&& f) {
+auto with_gemv_config(int m, bool grouped, int quads, F&& f) {
   const bool two_tiles = m > 8;
   if (!grouped) return two_tiles ? f.template operator()<2, false, 1>() : f.template operator()<1, false, 1>();
-  if (!two_tiles && quads_for(kBits, true) == 2) {
-    if constexpr (kBits != 3) return f.template operator()<1, true, 2>();
+  if constexpr (kBits != 3) {
+    if (quads == 2 && !two_tiles) return f.template operator()<1, true, 2>();
   }
   return two_tiles ? f.template operator()<2, true, 1>() : f.template operator()<1, true, 1>();
 }
 
-// Calls f.template operator()<kBits>() for bits 2, 3, 4 and 8 (anything else: 8; callers check first).
+// Calls f.template operator()<kBits>() for bits 2, 3, 4 and 8 (anything else: 8; callers check known_bits first).
 template <class F>
 auto with_bits(int bits, F&& f) {
   switch (bits) {
@@ -113,22 +100,23 @@ auto with_bits(int bits, F&& f) {
 template <typename T>
 cudaError_t launch_gemv_for_bits(int bits, const kernels::WoqGemvParams& p, bool grouped, cudaStream_t stream,
                                  bool pdl) {
-  if (bits != 2 && bits != 3 && bits != 4 && bits != 8) return cudaErrorInvalidValue;
   return with_bits(bits, [&]<int kBits>() {
-    return with_gemv_config<kBits>(p.m, grouped, [&]<int kColTiles, bool kGrouped, int kQuads>() {
+    return with_gemv_config<kBits>(p.m, grouped, p.quads, [&]<int kColTiles, bool kGrouped, int kQuads>() {
       return launch_gemv_kernel<kBits, T, kColTiles, kGrouped, kQuads>(p, stream, pdl);
     });
   });
 }
 
 template <typename T>
-WoqGemvShape gemv_shape_for_bits(int bits, int m, bool grouped) {
+int blocks_per_sm_for_bits(int bits, int m, bool grouped, int quads) {
   return with_bits(bits, [&]<int kBits>() {
-    return with_gemv_config<kBits>(m, grouped, [&]<int kColTiles, bool kGrouped, int kQuads>() {
-      return WoqGemvShape{kernels::kWoqTileCols * kQuads, blocks_per_sm<kBits, T, kColTiles, kGrouped, kQuads>()};
+    return with_gemv_config<kBits>(m, grouped, quads, [&]<int kColTiles, bool kGrouped, int kQuads>() {
+      return blocks_per_sm<kBits, T, kColTiles, kGrouped, kQuads>();
     });
   });
 }
+
+bool known_bits(int bits) { return bits == 2 || bits == 3 || bits == 4 || bits == 8; }
 
 template <int kBits, typename T>
 cudaError_t launch_dequant_typed(const kernels::WoqDequantParams& p, cudaStream_t stream) {
@@ -164,9 +152,13 @@ cudaError_t launch_dequant_for_bits(int bits, const kernels::WoqDequantParams& p
 
 }  // namespace
 
+int woq_gemv_max_quads(int bits, int m, bool grouped) { return grouped && bits != 3 && m <= 8 ? 2 : 1; }
+
 cudaError_t launch_woq_gemv(int bits, DenseType dtype, const kernels::WoqGemvParams& p, bool grouped,
                             cudaStream_t stream, bool pdl) {
-  if (p.m < 1 || p.m > kWoqGemvPassRows || p.n < 4 || p.n % 4 != 0) return cudaErrorInvalidValue;
+  if (!known_bits(bits) || p.m < 1 || p.m > kWoqGemvPassRows || p.n < 4 || p.n % 4 != 0 || p.quads < 1 ||
+      p.quads > woq_gemv_max_quads(bits, p.m, grouped))
+    return cudaErrorInvalidValue;
   switch (dtype) {
     case DenseType::kBF16: return launch_gemv_for_bits<__nv_bfloat16>(bits, p, grouped, stream, pdl);
     case DenseType::kF16: return launch_gemv_for_bits<__half>(bits, p, grouped, stream, pdl);
@@ -174,9 +166,10 @@ cudaError_t launch_woq_gemv(int bits, DenseType dtype, const kernels::WoqGemvPar
   }
 }
 
-WoqGemvShape woq_gemv_shape(int bits, DenseType dtype, int m, bool grouped) {
-  return dtype == DenseType::kF16 ? gemv_shape_for_bits<__half>(bits, m, grouped)
-                                  : gemv_shape_for_bits<__nv_bfloat16>(bits, m, grouped);
+int woq_gemv_blocks_per_sm(int bits, DenseType dtype, int m, bool grouped, int quads) {
+  if (!known_bits(bits) || quads < 1 || quads > woq_gemv_max_quads(bits, m, grouped)) return 1;
+  return dtype == DenseType::kF16 ? blocks_per_sm_for_bits<__half>(bits, m, grouped, quads)
+                                  : blocks_per_sm_for_bits<__nv_bfloat16>(bits, m, grouped, quads);
 }
 
 cudaError_t launch_woq_dequant(int bits, DenseType dtype, const kernels::WoqDequantParams& p, cudaStream_t stream) {

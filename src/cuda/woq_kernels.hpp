@@ -12,18 +12,16 @@ namespace tpq::detail {
 // Rows of M one GEMV launch covers (two MMA column tiles of 8).
 inline constexpr int kWoqGemvPassRows = 16;
 
-// bits 2, 3, 4, 8; dtype kBF16 or kF16; 1 <= p.m <= kWoqGemvPassRows. `grouped`: the grouped GEMV (every step of
-// 4 blocks of codes in one group), else the general one (every block in one group). `pdl`: programmatic stream
-// serialization.
+// bits 2, 3, 4, 8; dtype kBF16 or kF16; 1 <= p.m <= kWoqGemvPassRows; 1 <= p.quads <= woq_gemv_max_quads.
+// `grouped`: the grouped GEMV (every step of 4 blocks of codes in one group), else the general one (every block in
+// one group). `pdl`: programmatic stream serialization.
 cudaError_t launch_woq_gemv(int bits, DenseType dtype, const kernels::WoqGemvParams& p, bool grouped,
                             cudaStream_t stream, bool pdl);
-// The GEMV launch_woq_gemv runs for (bits, dtype, m, grouped): output columns per block (blockIdx.x covers
-// tile_cols columns) and blocks that fit on one SM at once.
-struct WoqGemvShape {
-  int tile_cols;
-  int blocks_per_sm;
-};
-WoqGemvShape woq_gemv_shape(int bits, DenseType dtype, int m, bool grouped);
+// Column quads (32 columns each) per GEMV block that launch_woq_gemv takes for (bits, m, grouped): 2 for the
+// grouped GEMV at m <= 8 except 3-bit (three-word blocks), else 1.
+int woq_gemv_max_quads(int bits, int m, bool grouped);
+// Blocks of the GEMV launch_woq_gemv would run for (bits, dtype, m, grouped, quads) that fit on one SM at once.
+int woq_gemv_blocks_per_sm(int bits, DenseType dtype, int m, bool grouped, int quads);
 // dtype (of the scales and the output): kBF16, kF16 or kF32.
 cudaError_t launch_woq_dequant(int bits, DenseType dtype, const kernels::WoqDequantParams& p, cudaStream_t stream);
 // dtype: kBF16, kF16 or kF32.
