@@ -5,9 +5,10 @@
 //
 // The shape follows the dense GEMV (dense_gemv.cuh): at small M the time is the time to stream the packed weight,
 // so the kernel is built around its loads.
-//  - A block owns a tile of 32 output columns; its 8 warps split K. Lane (g, t) owns columns 4g..4g+3 of the tile
-//    and, per step, block of codes 4·step + t: one 16-byte load per packed word reads that block for its 4
-//    columns, and a warp's load covers 4 blocks × 32 columns = 4 full 128-byte lines.
+//  - A block owns a tile of 32 output columns (the grouped kernel at M <= 8: one or two such quads, the host's
+//    choice); its 8 warps split K. Lane (g, t) owns columns 4g..4g+3 of each quad and, per step, block of codes
+//    4·step + t: one 16-byte load per packed word reads that block for its 4 columns, and a warp's load covers
+//    4 blocks × 32 columns = 4 full 128-byte lines. Two quads share each step's activations and Σx MMAs.
 //  - Many steps of loads are in flight per lane (the general kernel: kUnroll steps issued before the first is used;
 //    the grouped one: batches of kSteps steps). The weights, zero points, scales and group indices are constant
 //    during a forward, so the first of them are requested before the programmatic-dependent-launch wait.
@@ -20,13 +21,14 @@
 //    points and scales once per group to the sums; it needs every step (4 blocks) in one group. woq_gemv_kernel
 //    (the general one) decodes w = s·(q − z) per pair, so it only needs every block in one group (3-bit g64,
 //    2-bit g32), at about twice the instructions per weight.
-//  - The warps' sums meet in shared memory; when there are fewer tiles than SMs, blocks also split K (blockIdx.y)
-//    and the last block of a tile adds the partial sums in split order (deterministic) and resets its counter.
+//  - The warps' sums meet in shared memory; when the tiles leave resident blocks free, blocks also split K
+//    (blockIdx.y) and the splits meet in split order (deterministic): two in a thread-block cluster, more through
+//    global partial sums and a counter (split_k.cuh).
 // Requirements (checked by the host): n % 4 == 0, rows a multiple of the block, 16-byte aligned x and qweight
 // (8-byte at 8 bits), 1 <= m <= 8 · kColTiles, every block (grouped: every step) inside one group.
 //
-// Measured on an H200 (bf16, graph-timed, s4-s8 tables): the grouped kernel streams 4-bit g128 at 32–58 % of the
-// read bandwidth at M = 1 (llama8b o 32 %, gate_up 58 %), 2.1–2.6x cuBLAS bf16; 8-bit at 45–68 %. ptxas gives every
+// Measured on an H200 (bf16, graph-timed, s4-s9 tables): the grouped kernel streams 4-bit g128 at 35–64 % of the
+// read bandwidth at M = 1 (llama8b o 35 %, gate_up 64 %), 2.2–2.6x cuBLAS bf16; 8-bit at 49–71 %. ptxas gives every
 // global load of a warp one scoreboard (SB5 in the SASS, no partial DEPBAR waits), so the first use of a batch
 // waits for every load the warp has issued: one batch in flight per warp. Yet more bytes in flight did not help:
 // double-buffering, persistent blocks, stream-K, copy-engine (TMA) rings, x staged in shared memory and (s8) x
@@ -35,7 +37,9 @@
 // loop) gives 73–78 %, and each wave of 32-column blocks costs 1.5–2 µs on top. What the step itself issues does
 // count (s8, timing only): without the 4 activation permutes and the 2 Σx MMAs per step it runs 5–11 % faster at
 // M = 1 and 7–15 % at M = 16, each about half. The permutes went with the GEMV order of the words (kAdjacentPairs:
-// 3–6 % at M = 1, 4–8 % at M = 16, benchmarks/results/README.md).
+// 3–6 % at M = 1, 4–8 % at M = 16, benchmarks/results/README.md). s9: two quads per block where 32-column blocks
+// take more than a wave (llama8b gate_up 1.05–1.16x at M <= 8), two-way split-K in a cluster (o and down
+// 1.02–1.15x); two quads with split-K, or splits in several waves, measured slower (s9 results file).
 #include <cstdint>
 
 #include "kernels/common/float_convert.cuh"
@@ -383,6 +387,8 @@ __global__ void __launch_bounds__(kWoqWarps * 32) woq_gemv_kernel(const WoqGemvP
 //  - The codes enter the MMA as they are, offset by a constant (MagicPlanes: one LOP3 per two weights, plus a shift
 //    per word); zero points and scales are applied to the f32 sums once per group: y += s · (Σ x·(q + c) −
 //    (c + z) · Σ x), with Σ x from one more MMA against ones.
+//  - kQuads 32-column quads per block (1 or 2): the second quad's words, zero points and scales are loaded beside
+//    the first's; both use the step's activations and its Σx.
 //  - A step (4 blocks of codes × 32 columns) must lie in one group: power-of-two group sizes that are multiples of
 //    4 · kCodes (the group of a step is a shift of its index), one group, or act-order rows sorted and padded to
 //    whole steps (kActOrder: the group of a step is g_idx at its first row).
