@@ -141,13 +141,8 @@ cudaError_t launch_dequant_typed(const kernels::WoqDequantParams& p, cudaStream_
 
 template <typename T>
 cudaError_t launch_dequant_for_bits(int bits, const kernels::WoqDequantParams& p, cudaStream_t stream) {
-  switch (bits) {
-    case 2: return launch_dequant_typed<2, T>(p, stream);
-    case 3: return launch_dequant_typed<3, T>(p, stream);
-    case 4: return launch_dequant_typed<4, T>(p, stream);
-    case 8: return launch_dequant_typed<8, T>(p, stream);
-    default: return cudaErrorInvalidValue;
-  }
+  if (!known_bits(bits)) return cudaErrorInvalidValue;
+  return with_bits(bits, [&]<int kBits>() { return launch_dequant_typed<kBits, T>(p, stream); });
 }
 
 }  // namespace
