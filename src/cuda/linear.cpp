@@ -98,13 +98,16 @@ bool gemv_fits(DType dtype, const void* x, const void* w, int64_t m, int64_t n, 
   return pointer_alignment(x) >= 16 && pointer_alignment(w) >= 16;
 }
 
-void launch_gemv(Context::CudaResources& res, DType dtype, const void* x, const void* w, const void* bias, void* y,
-                 int64_t m, int64_t n, int64_t k, cudaStream_t stream) {
+// The GEMV's split of K: each split still long enough for every warp to have a full batch of loads in flight.
+GemvSplit dense_gemv_split(const Context::CudaResources& res, int64_t m, int64_t n, int64_t k) {
   const int tiles = static_cast<int>((n + kernels::kGemvTileRows - 1) / kernels::kGemvTileRows);
   const int steps = static_cast<int>((k / 8 + 3) / 4);
-  // Each split still long enough for every warp to have a full batch of loads in flight.
-  const GemvSplit split =
-      plan_gemv_split(res, gemv_splits_wanted(res, tiles, steps, kernels::kGemvWarps * 4), steps, m, n);
+  return plan_gemv_split(res, gemv_splits_wanted(res, tiles, steps, kernels::kGemvWarps * 4), steps, m, n);
+}
+
+void launch_gemv(Context::CudaResources& res, DType dtype, const void* x, const void* w, const void* bias, void* y,
+                 int64_t m, int64_t n, int64_t k, cudaStream_t stream) {
+  const GemvSplit split = dense_gemv_split(res, m, n, k);
   const kernels::DenseGemvParams p{.x = x,
                                    .w = w,
                                    .bias = bias,
@@ -164,6 +167,11 @@ void cuda_linear(const Context& ctx, DType dtype, const void* x, const void* w, 
     res.lt_plans.refuse(key);  // refused at run time: remember, and take the fallback from now on
   }
   launch_fallback(dtype, x, w, bias, y, m, n, k, stream);
+}
+
+GemvSplitInfo cuda_linear_gemv_split(const Context& ctx, int64_t m, int64_t n, int64_t k) {
+  const GemvSplit split = dense_gemv_split(cuda_resources_of(ctx, "linear"), m, n, k);
+  return {.splits = split.split_k.splits, .cluster = split.split_k.cluster};
 }
 
 void cuda_add_bias(const Context& ctx, DType dtype, void* y, const void* bias, int64_t count, int64_t n) {

@@ -257,9 +257,22 @@ TEST_F(CudaTest, SplitKInAClusterEqualsTheGlobalProtocol) {
   ASSERT_EQ(setenv("TPQ_GEMV_CLUSTERS", "0", 1), 0);
   const Context global = Context::cuda(0, stream.get());
   ASSERT_EQ(unsetenv("TPQ_GEMV_CLUSTERS"), 0);
+  int major = 0;
+  TPQ_TEST_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
+  const bool sm90 = major >= 9;
   for (const LinearCase& c : {LinearCase{DType::F16, 3, 200, 2056, true}, LinearCase{DType::BF16, 1, 2048, 3000, true},
                               LinearCase{DType::BF16, 1, 1024, 8192, true}, LinearCase{DType::F16, 8, 256, 4096, false},
                               LinearCase{DType::BF16, 16, 48, 4096, true}}) {
+    // The plans the comparison rests on: two splits in a cluster on sm_90+ for the first two shapes, more (never a
+    // cluster) for the others; the same splits in both contexts, never a cluster in the global one.
+    const detail::GemvSplitInfo with = detail::cuda_linear_gemv_split(clustered, c.m, c.n, c.k);
+    const detail::GemvSplitInfo without = detail::cuda_linear_gemv_split(global, c.m, c.n, c.k);
+    const bool two = c.k <= 3000;
+    EXPECT_EQ(with.splits == 2, two) << case_name(c) << ": " << with.splits << " splits";
+    EXPECT_GT(with.splits, 1) << case_name(c);
+    EXPECT_EQ(with.splits, without.splits) << case_name(c);
+    EXPECT_EQ(with.cluster, two && sm90) << case_name(c);
+    EXPECT_FALSE(without.cluster) << case_name(c);
     const Problem p(c, fresh_seed());
     std::vector<std::vector<uint8_t>> outs;
     for (const Context* ctx : {&clustered, &global}) {
