@@ -3,11 +3,12 @@
 // block's warps have added up their K ranges: each thread holds kValues sums, value i for row mi[i] of M and
 // column ni[i] of N (active[i]: inside m x n), and `store(sum, i)` finishes one (bias, scale) and writes y.
 //  - One block covers all of K (sk.splits == 1): store every active value.
-//  - Split-K in a cluster (sk.cluster, sm_90+; the splits of a tile are one cluster along y, split = rank): every
-//    block leaves its sums in its shared memory, and after a cluster barrier the first block adds up the others'
-//    through distributed shared memory in split order, stores, and holds the cluster until it has read them. No
-//    global round trips: the global protocol below puts three L2 latencies (fence, counter, partials) at the end
-//    of the critical path (s9, H200, GPTQ GEMV at two splits: 0.4-0.8 us of a 6-13 us launch).
+//  - Split-K in a cluster (sk.cluster, code built for sm_90+; the splits of a tile are one cluster of height
+//    gridDim.y, so a block's cluster rank is its split): every block leaves its sums in its shared memory, and
+//    after a cluster barrier the first block adds up the others' through distributed shared memory in split
+//    order, stores, and holds the cluster until it has read them. No global round trips: the global protocol
+//    below puts three L2 latencies (fence, counter, partials) at the end of the critical path (s9, H200, GPTQ GEMV
+//    at two splits: 0.4-0.8 us of a 6-13 us launch).
 //  - Split-K otherwise (blockIdx-independent: the caller says which split this block is): publish the block's
 //    partial sums in partials[split][m][n], and let the last block of the tile, by its counter, add them up in
 //    split order (deterministic, the same sums as the cluster's), store, and reset the counter (zero between
@@ -50,10 +51,10 @@ __device__ __forceinline__ void finish_tile(const float (&v)[kValues], const boo
       }
     }
     cluster.sync();  // the other blocks' shared memory stays until the first has read it
-#else
-    __trap();  // the host asks for clusters on sm_90+ only
-#endif
     return;
+#endif
+    // Code built for an older architecture, run on a cluster-capable GPU (the host checks the loaded code, this is
+    // the fallback): the global protocol below, whose scratch the host always passes.
   }
 
 #pragma unroll

@@ -22,8 +22,8 @@
 //    (the general one) decodes w = s·(q − z) per pair, so it only needs every block in one group (3-bit g64,
 //    2-bit g32), at about twice the instructions per weight.
 //  - The warps' sums meet in shared memory; when the tiles leave resident blocks free, blocks also split K
-//    (blockIdx.y) and the splits meet in split order (deterministic): two in a thread-block cluster, more through
-//    global partial sums and a counter (split_k.cuh).
+//    (blockIdx.y) and the splits meet in split order (deterministic): two in a thread-block cluster on sm_90+,
+//    otherwise through global partial sums and a counter (split_k.cuh).
 // Requirements (checked by the host): n % 4 == 0, rows a multiple of the block, 16-byte aligned x and qweight
 // (8-byte at 8 bits), 1 <= m <= 8 · kColTiles, every block (grouped: every step) inside one group.
 //

@@ -48,7 +48,8 @@ Context::CudaResources::CudaResources(int dev, size_t ws_bytes) : device(dev), w
   TPQ_CUDA_CHECK(cudaDeviceGetAttribute(&cc_minor, cudaDevAttrComputeCapabilityMinor, device));
   use_pdl = cc_major >= 9;
   const char* clusters = std::getenv("TPQ_GEMV_CLUSTERS");
-  gemv_clusters = cc_major >= 9 && (clusters == nullptr || std::string_view(clusters) != "0");
+  gemv_clusters = cc_major >= 9 && (clusters == nullptr || std::string_view(clusters) != "0") &&
+                  detail::gemv_code_has_clusters();
 
   cublasLtHandle_t handle = nullptr;
   TPQ_CUBLAS_CHECK(cublasLtCreate(&handle));

@@ -47,6 +47,15 @@ cudaError_t launch_dense_gemv(DenseType dtype, const kernels::DenseGemvParams& p
   }
 }
 
+bool gemv_code_has_clusters() {
+  cudaFuncAttributes attributes = {};
+  if (cudaFuncGetAttributes(&attributes, kernels::dense_gemv_kernel<__nv_bfloat16, 1, 8>) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  return attributes.ptxVersion >= 90;
+}
+
 cudaError_t launch_simt_gemm(DenseType dtype, const kernels::SimtGemmParams& p, cudaStream_t stream) {
   const int64_t grid_m = (p.m + kernels::kSimtTileM - 1) / kernels::kSimtTileM;
   const int64_t grid_n = (p.n + kernels::kSimtTileN - 1) / kernels::kSimtTileN;

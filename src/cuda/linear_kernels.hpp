@@ -20,6 +20,10 @@ inline constexpr int kGemvMaxM = 16;
 
 // dtype: kBF16 or kF16; p.m <= kGemvMaxM. `pdl`: launch with programmatic stream serialization (sm_90+).
 cudaError_t launch_dense_gemv(DenseType dtype, const kernels::DenseGemvParams& p, cudaStream_t stream, bool pdl);
+// Whether the GEMVs' code loaded for the current device was built for sm_90+ (kernels/common/split_k.cuh has a
+// cluster reduction only there; code built for an older architecture and run by the driver on a newer GPU falls
+// back to the global protocol). All kernel files share one architecture list, so one kernel answers for all.
+bool gemv_code_has_clusters();
 // dtype: kBF16, kF16 or kF32.
 cudaError_t launch_simt_gemm(DenseType dtype, const kernels::SimtGemmParams& p, cudaStream_t stream);
 cudaError_t launch_add_bias(DenseType dtype, void* y, const void* bias, int64_t count, int64_t n, int sm_count,

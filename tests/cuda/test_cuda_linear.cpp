@@ -250,7 +250,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaLinear, ::testing::ValuesIn(sweep_cases()),
 // Two-way split-K on sm_90+ reduces in a thread-block cluster (distributed shared memory); TPQ_GEMV_CLUSTERS=0 at
 // context creation keeps the global protocol (partials, counters), which older GPUs and more splits run. Both add
 // the splits in the same order, so the outputs must agree bit for bit, and both match the reference. The first two
-// shapes split in two (K of 2 steps per warp), the others in 4 or 5 (global either way: the same bits twice).
+// shapes split in two (K holds two splits of a full batch per warp), the others in 4 or 5 (global either way).
 TEST_F(CudaTest, SplitKInAClusterEqualsTheGlobalProtocol) {
   Stream stream;
   const Context clustered = Context::cuda(0, stream.get());
