@@ -264,6 +264,11 @@ void validate(const GptqWeights& w, std::string_view format) {
   }
 }
 
+// Whether qweight's words are in the order the CUDA GEMV reads (3-bit words have only the checkpoint's).
+bool in_gemv_order(const GptqWeights& w) {
+  return w.qweight_order == QweightOrder::kGemv || !kernels::gptq::gemv_order_applies(w.bits);
+}
+
 // qweight's words in checkpoint order, on the host.
 std::vector<uint32_t> checkpoint_words(const GptqWeights& w) {
   std::vector<uint32_t> words = words_of(w.qweight);
@@ -367,8 +372,7 @@ std::vector<float> dequantize_host(const GptqWeights& w) {
 
 #ifdef TPQ_WITH_CUDA
 detail::WoqWeights device_view(const GptqWeights& w) {
-  TPQ_CHECK(w.qweight_order == QweightOrder::kGemv || !kernels::gptq::gemv_order_applies(w.bits), kInternal,
-            "{}-bit CUDA qweight not in the GEMV's order", w.bits);
+  TPQ_CHECK(in_gemv_order(w), kInternal, "{}-bit CUDA qweight not in the GEMV's order", w.bits);
   return {.bits = w.bits,
           .rows = w.rows(),
           .k = w.in_features,
@@ -390,8 +394,7 @@ detail::WoqWeights device_view(const GptqWeights& w) {
 
 GptqLinear::GptqLinear(std::string format, GptqWeights weights) : format_(std::move(format)), w_(std::move(weights)) {
   validate(w_, format_);
-  const bool in_order = w_.qweight_order == QweightOrder::kGemv || !kernels::gptq::gemv_order_applies(w_.bits);
-  if (w_.device().is_cuda() && ((w_.g_idx && !w_.perm) || !in_order))
+  if (w_.device().is_cuda() && ((w_.g_idx && !w_.perm) || !in_gemv_order(w_)))
     w_ = on_device(moved(w_, Device::cpu()), w_.device(), format_);
   if (!w_.device().is_cuda()) set_qweight_order(w_, QweightOrder::kCheckpoint);
   TPQ_CHECK(!w_.device().is_cuda() || !w_.g_idx || w_.perm, kInternal, "{} layer: act-order weights not sorted",

@@ -75,13 +75,13 @@ cudaError_t launch_gemv_kernel(const kernels::WoqGemvParams& p, cudaStream_t str
 }
 
 // Calls f.template operator()<kColTiles, kGrouped, kQuads>() for the instantiation that serves (m, grouped, quads);
-// quads as woq_gemv_max_quads allows (the launcher checks).
+// quads as woq_gemv_max_quads allows (both callers check it first).
 template <int kBits, class F>
 auto with_gemv_config(int m, bool grouped, int quads, F&& f) {
   const bool two_tiles = m > 8;
   if (!grouped) return two_tiles ? f.template operator()<2, false, 1>() : f.template operator()<1, false, 1>();
   if constexpr (kBits != 3) {
-    if (quads == 2 && !two_tiles) return f.template operator()<1, true, 2>();
+    if (quads == 2) return f.template operator()<1, true, 2>();
   }
   return two_tiles ? f.template operator()<2, true, 1>() : f.template operator()<1, true, 1>();
 }
@@ -149,11 +149,17 @@ cudaError_t launch_dequant_for_bits(int bits, const kernels::WoqDequantParams& p
 
 int woq_gemv_max_quads(int bits, int m, bool grouped) { return grouped && bits != 3 && m <= 8 ? 2 : 1; }
 
+namespace {
+// An instantiation exists for (bits, m, grouped, quads).
+bool gemv_config_exists(int bits, int m, bool grouped, int quads) {
+  return known_bits(bits) && m >= 1 && m <= kWoqGemvPassRows && quads >= 1 &&
+         quads <= woq_gemv_max_quads(bits, m, grouped);
+}
+}  // namespace
+
 cudaError_t launch_woq_gemv(int bits, DenseType dtype, const kernels::WoqGemvParams& p, bool grouped,
                             cudaStream_t stream, bool pdl) {
-  if (!known_bits(bits) || p.m < 1 || p.m > kWoqGemvPassRows || p.n < 4 || p.n % 4 != 0 || p.quads < 1 ||
-      p.quads > woq_gemv_max_quads(bits, p.m, grouped))
-    return cudaErrorInvalidValue;
+  if (!gemv_config_exists(bits, p.m, grouped, p.quads) || p.n < 4 || p.n % 4 != 0) return cudaErrorInvalidValue;
   switch (dtype) {
     case DenseType::kBF16: return launch_gemv_for_bits<__nv_bfloat16>(bits, p, grouped, stream, pdl);
     case DenseType::kF16: return launch_gemv_for_bits<__half>(bits, p, grouped, stream, pdl);
@@ -162,7 +168,7 @@ cudaError_t launch_woq_gemv(int bits, DenseType dtype, const kernels::WoqGemvPar
 }
 
 int woq_gemv_blocks_per_sm(int bits, DenseType dtype, int m, bool grouped, int quads) {
-  if (!known_bits(bits) || quads < 1 || quads > woq_gemv_max_quads(bits, m, grouped)) return 1;
+  if (!gemv_config_exists(bits, m, grouped, quads)) return 1;
   return dtype == DenseType::kF16 ? blocks_per_sm_for_bits<__half>(bits, m, grouped, quads)
                                   : blocks_per_sm_for_bits<__nv_bfloat16>(bits, m, grouped, quads);
 }
