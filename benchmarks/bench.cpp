@@ -375,6 +375,7 @@ int run(int argc, char** argv) {
   const double bandwidth = measure_read_bandwidth(stream, prop.multiProcessorCount, free_bytes);
   const char* no_pdl = std::getenv("TPQ_NO_PDL");
   const char* clusters = std::getenv("TPQ_GEMV_CLUSTERS");
+  const char* block_gemm = std::getenv("TPQ_FP8_BLOCK_GEMM");
   const std::string dtype_label = o.dtype == DType::F16 ? "f16" : "bf16";
   const std::string baseline_name = "cublas_" + dtype_label;
 
@@ -385,8 +386,9 @@ int run(int argc, char** argv) {
              runtime % 1000 / 10, cublas_version);
   fmt::print("# measured read bandwidth: {:.1f} GB/s (read-only sweep over 4 GiB, 16-byte loads)\n", bandwidth);
   fmt::print("# dtype {}, {} forwards per CUDA graph, median of {} replays, weights+inputs rotated past 3x L2; "
-             "TPQ_NO_PDL={}, TPQ_GEMV_CLUSTERS={}\n",
-             dtype_label, o.graph_calls, o.iters, no_pdl ? no_pdl : "unset", clusters ? clusters : "unset");
+             "TPQ_NO_PDL={}, TPQ_GEMV_CLUSTERS={}, TPQ_FP8_BLOCK_GEMM={}\n",
+             dtype_label, o.graph_calls, o.iters, no_pdl ? no_pdl : "unset", clusters ? clusters : "unset",
+             block_gemm ? block_gemm : "unset");
   fmt::print("# weight GB/s and %BW count weight bytes only; max err = max|out-ref|/max|ref| vs {} on the same "
              "inputs\n",
              baseline_name);

@@ -15,7 +15,7 @@
 # Knobs (environment): AB_PASSES (default 2), CUDA_ARCHS, BUILD_DIR (as gpu_env.sh), AB_REF_DIR (default
 # /tmp/tpq_ab_ref: where the reference is unpacked and built).
 # A switch instead of a reference tree: `AB_ENV=NAME scripts/gpu_ab.sh - [arguments...]` runs the working tree's
-# bench with NAME=1 ("new") against the same bench with NAME=0 ("ref").
+# bench with NAME=1 ("new") against the same bench with NAME=0 ("ref"); AB_NEW and AB_REF replace the 1 and the 0.
 set -uo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"
@@ -64,7 +64,7 @@ for pass in $(seq 1 "$passes"); do
     exe="$build/benchmarks/tpq_bench"
     switch=()  # AB_ENV: the same bench, the switch on ("new") or off ("ref")
     if [ -n "$ab_env" ]; then
-      switch=("$ab_env=$([ $side = new ] && echo 1 || echo 0)")
+      switch=("$ab_env=$([ $side = new ] && echo "${AB_NEW:-1}" || echo "${AB_REF:-0}")")
     elif [ $side = ref ]; then
       exe="$ref/build/benchmarks/tpq_bench"
     fi

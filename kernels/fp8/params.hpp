@@ -1,6 +1,7 @@
 #pragma once
 // Launch parameters of the FP8 kernels: plain structs shared by the host launchers (g++) and the kernels (nvcc),
 // passed to the kernels by value.
+#include <cstddef>
 #include <cstdint>
 
 #include "kernels/common/split_k_params.hpp"
@@ -59,6 +60,40 @@ struct Fp8ActQuantParams {
   int group;                   // kDynamicGroup
   int layout;                  // Fp8ScaleLayout
   int layout_groups;           // kGrouped: ceil(k / 128)
+};
+
+// Block-scaled GEMM on sm_90a (block_gemm.cuh): y = Σ over 128-K blocks of (x_q · W_qᵀ) · x_scale · w_scale, for
+// 128 x 128 weight blocks and 1 x 128 activation groups. Tiles of 128 x 128 outputs, K in blocks of 128 through
+// a ring of shared-memory stages that the copy engine fills (one producer warp) and two warpgroups consume with
+// WGMMA, each 64 rows of the tile. Tiles are visited in groups of kFp8GemmGroupM row tiles, so the blocks in
+// flight share W's tiles in L2.
+inline constexpr int kFp8GemmTileM = 128;
+inline constexpr int kFp8GemmTileN = 128;
+inline constexpr int kFp8GemmTileK = 128;
+inline constexpr int kFp8GemmStages = 6;
+inline constexpr int kFp8GemmThreads = 384;  // a producer warpgroup, two consumer warpgroups
+inline constexpr int kFp8GemmGroupM = 8;
+
+// Dynamic shared memory of one block: the stages (x and W tiles, x's scales), their barriers, W's scales of the
+// tile's block row, and slack to align the stages to 1024 bytes (128-byte swizzle).
+constexpr size_t fp8_block_gemm_smem_bytes(int64_t k) {
+  const size_t stage = size_t{kFp8GemmTileM + kFp8GemmTileN} * kFp8GemmTileK + size_t{kFp8GemmTileM} * 4;
+  const size_t k_blocks = static_cast<size_t>((k + kFp8GemmTileK - 1) / kFp8GemmTileK);
+  return 1024 + kFp8GemmStages * (stage + 16) + k_blocks * 4;
+}
+
+struct Fp8BlockGemmParams {
+  const uint8_t* x_q;      // e4m3 [m_pad, k]
+  const float* x_scales;   // [ceil(k / 128)][m_pad] (Fp8ScaleLayout::kGrouped)
+  const uint8_t* w;        // e4m3 [n, k]
+  const float* w_scale;    // [ceil(n / 128)][scale_ld]
+  const void* bias;        // [n] or null
+  void* y;                 // [m, n]
+  int m;
+  int m_pad;               // m_pad % 4 == 0 (16-byte rows of x_scales)
+  int n;
+  int k;                   // k % 16 == 0 (16-byte rows of x_q and w)
+  int scale_ld;            // >= ceil(k / 128)
 };
 
 // Dequantization to bf16 / f16 / f32 (dequant.cuh), for GPUs and shapes the FP8 paths do not take.

@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "src/cuda/cuda_resources.hpp"
+#include "src/cuda/fp8_kernels.hpp"
 #include "tpq/core/context.hpp"
 #include "tpq/detail/cuda_check.hpp"
 
@@ -50,6 +51,11 @@ Context::CudaResources::CudaResources(int dev, size_t ws_bytes) : device(dev), w
   const char* clusters = std::getenv("TPQ_GEMV_CLUSTERS");
   gemv_clusters = cc_major >= 9 && (clusters == nullptr || std::string_view(clusters) != "0") &&
                   detail::gemv_code_has_clusters();
+  TPQ_CUDA_CHECK(cudaDeviceGetAttribute(&max_smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  const char* block_gemm = std::getenv("TPQ_FP8_BLOCK_GEMM");
+  fp8_block_gemm = cc_major == 9 && cc_minor == 0 &&
+                   (block_gemm == nullptr || std::string_view(block_gemm) != "cublaslt") &&
+                   detail::fp8_block_gemm_built();
 
   cublasLtHandle_t handle = nullptr;
   TPQ_CUBLAS_CHECK(cublasLtCreate(&handle));

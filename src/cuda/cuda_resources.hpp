@@ -141,6 +141,10 @@ struct Context::CudaResources {
   // sm_90+: two split-K blocks of a tile launch as one cluster (TPQ_GEMV_CLUSTERS=0 at creation: the global
   // protocol, for A/B runs and the test that compares both).
   bool gemv_clusters = false;
+  // sm_90a code: 128 x 128 block-scaled FP8 GEMMs run tpq's WGMMA kernel (kernels/fp8/block_gemm.cuh) instead of
+  // cuBLASLt's BLK128x128 mode (TPQ_FP8_BLOCK_GEMM=cublaslt at creation: cuBLASLt, for A/B runs and tests).
+  bool fp8_block_gemm = false;
+  int max_smem_optin = 0;  // bytes of shared memory a block may opt in to
 };
 
 }  // namespace tpq

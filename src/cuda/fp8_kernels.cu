@@ -1,15 +1,18 @@
 // Launchers of the FP8 kernels: the only place their templates are instantiated. No tpq error headers here (fmt's
 // compile-time format checks do not build under nvcc): launchers return the CUDA status and fp8_linear.cpp turns
 // it into a tpq::Error.
+#include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <cudaTypedefs.h>
 
 #include <algorithm>
 #include <cstdint>
 
 #include "kernels/common/launch.cuh"
 #include "kernels/fp8/act_quant.cuh"
+#include "kernels/fp8/block_gemm.cuh"
 #include "kernels/fp8/dequant.cuh"
 #include "kernels/fp8/weight_only_gemv.cuh"
 #include "src/cuda/fp8_kernels.hpp"
@@ -17,6 +20,71 @@
 namespace tpq::detail {
 
 namespace {
+
+// 1 in device code built with the block-scaled GEMM (sm_90a), read by fp8_block_gemm_built().
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+__device__ int fp8_block_gemm_in_code = 1;
+#else
+__device__ int fp8_block_gemm_in_code = 0;
+#endif
+
+// cuTensorMapEncodeTiled from the driver, through the runtime (no link against libcuda), looked up once.
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess) {
+      (void)cudaGetLastError();
+      f = nullptr;
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+  }();
+  return fn;
+}
+
+// A row-major [rows, cols] matrix of `type` (elements of `bytes` bytes) seen in boxes of box_rows x box_cols;
+// elements outside it read as zeros.
+cudaError_t encode_map(CUtensorMap* map, CUtensorMapDataType type, int bytes, const void* data, int64_t rows,
+                       int64_t cols, int box_rows, int box_cols, CUtensorMapSwizzle swizzle) {
+  const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
+  if (encode == nullptr) return cudaErrorNotSupported;
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(cols), static_cast<cuuint64_t>(rows)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(cols) * static_cast<cuuint64_t>(bytes)};
+  const cuuint32_t box[2] = {static_cast<cuuint32_t>(box_cols), static_cast<cuuint32_t>(box_rows)};
+  const cuuint32_t element_strides[2] = {1, 1};
+  const CUresult r = encode(map, type, 2, const_cast<void*>(data), dims, strides, box, element_strides,
+                            CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return r == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
+}
+
+template <typename T>
+cudaError_t launch_block_gemm_typed(const kernels::Fp8BlockGemmParams& p, cudaStream_t stream) {
+  using namespace kernels;
+  CUtensorMap x_map, w_map, scale_map;
+  const int k_blocks = (p.k + kFp8GemmTileK - 1) / kFp8GemmTileK;
+  if (cudaError_t e = encode_map(&x_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, p.x_q, p.m_pad, p.k, kFp8GemmTileM,
+                                 kFp8GemmTileK, CU_TENSOR_MAP_SWIZZLE_128B);
+      e != cudaSuccess)
+    return e;
+  if (cudaError_t e = encode_map(&w_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 1, p.w, p.n, p.k, kFp8GemmTileN,
+                                 kFp8GemmTileK, CU_TENSOR_MAP_SWIZZLE_128B);
+      e != cudaSuccess)
+    return e;
+  if (cudaError_t e = encode_map(&scale_map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, p.x_scales, k_blocks, p.m_pad, 1,
+                                 kFp8GemmTileM, CU_TENSOR_MAP_SWIZZLE_NONE);
+      e != cudaSuccess)
+    return e;
+  const size_t smem = fp8_block_gemm_smem_bytes(p.k);
+  if (cudaError_t e = cudaFuncSetAttribute(fp8_block_gemm_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(smem));
+      e != cudaSuccess)
+    return e;
+  const int64_t tiles = int64_t{(p.m + kFp8GemmTileM - 1) / kFp8GemmTileM} * ((p.n + kFp8GemmTileN - 1) / kFp8GemmTileN);
+  return launch_kernel(fp8_block_gemm_kernel<T>, dim3(static_cast<unsigned>(tiles)), dim3(kFp8GemmThreads), smem,
+                       stream, {}, x_map, w_map, scale_map, p);
+}
 
 template <typename T, int kColTiles, int kUnits, bool kBlockScale>
 cudaError_t launch_gemv_typed(const kernels::Fp8GemvParams& p, cudaStream_t stream, bool pdl) {
@@ -107,6 +175,29 @@ cudaError_t launch_fp8_act_quant(DenseType dtype, const kernels::Fp8ActQuantPara
       return launch_act_quant_typed<__nv_bfloat16>(p, stream);
     case DenseType::kF16:
       return launch_act_quant_typed<__half>(p, stream);
+    default:
+      return cudaErrorInvalidValue;
+  }
+}
+
+bool fp8_block_gemm_built() {
+  int in_code = 0;
+  if (cudaMemcpyFromSymbol(&in_code, fp8_block_gemm_in_code, sizeof(int)) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  return in_code == 1;
+}
+
+cudaError_t launch_fp8_block_gemm(DenseType dtype, const kernels::Fp8BlockGemmParams& p, cudaStream_t stream) {
+  if (p.m < 1 || p.n < 1 || p.k < 1 || p.m_pad < p.m || p.m_pad % 4 != 0 || p.k % 16 != 0 ||
+      p.scale_ld < (p.k + kernels::kFp8GemmTileK - 1) / kernels::kFp8GemmTileK)
+    return cudaErrorInvalidValue;
+  switch (dtype) {
+    case DenseType::kBF16:
+      return launch_block_gemm_typed<__nv_bfloat16>(p, stream);
+    case DenseType::kF16:
+      return launch_block_gemm_typed<__half>(p, stream);
     default:
       return cudaErrorInvalidValue;
   }

@@ -6,7 +6,9 @@
 //  2. Scaled GEMM: quantize x (kernels/fp8/act_quant.cuh), then cuBLASLt e4m3 x e4m3 -> bf16/f16 with the scales
 //     in the descriptor. Per-tensor weights and per-tensor activations: scalar scales (sm_89+), fast accumulation
 //     unless the context turns it off. Per-row weights or per-token activations: outer-vector scales (sm_90,
-//     cuBLAS 12.9+). 128 x 128 block weights: BLK128x128 for W and VEC128 (1 x 128) for x (sm_90, cuBLAS 12.9+).
+//     cuBLAS 12.9+). 128 x 128 block weights with 1 x 128 activation groups: tpq's own WGMMA kernel on sm_90a
+//     (kernels/fp8/block_gemm.cuh, any K % 16 == 0), else cuBLASLt's BLK128x128 for W and VEC128 for x (sm_90,
+//     cuBLAS 12.9+, K % 128 == 0).
 //  3. Dequantize W to the compute dtype (kernels/fp8/dequant.cuh) and run the dense cuda_linear: GPUs without FP8
 //     tensor cores, shapes cuBLASLt refuses, and weight-only checkpoints at large M.
 //
@@ -109,9 +111,28 @@ struct ScaledPlan {
   // block modes).
   bool fast_accum = false;
   // The M cuBLASLt sees: VEC128 activation scales need M % 4 == 0 (cuBLAS 13.1 on sm_90 refuses other M), so
-  // block-scaled problems run on M rounded up, with zero padding rows and a temporary output.
+  // block-scaled problems run on M rounded up, with zero padding rows and a temporary output. tpq's block GEMM
+  // quantizes the same padded rows (its scales' rows are 16-byte aligned) and writes y directly.
   int64_t m_gemm = 0;
+  bool own_block_gemm = false;  // kernels/fp8/block_gemm.cuh instead of cuBLASLt
 };
+
+// Why tpq's block-scaled GEMM cannot run `a` on this context's GPU, or nullptr.
+const char* own_block_gemm_refusal(const Context::CudaResources& res, const Fp8LinearArgs& a) {
+  if (!res.fp8_block_gemm) return "tpq's block GEMM needs sm_90a code (or TPQ_FP8_BLOCK_GEMM=cublaslt chose cuBLASLt)";
+  if (a.block_n != 128 || a.block_k != 128) return "tpq's block GEMM takes 128 x 128 weight blocks";
+  if (a.act.scheme == Fp8ActScheme::kDynamicGroup && a.act.group != 128) return "1 x group activations, group != 128";
+  if (a.k % 16 != 0) return "tpq's block GEMM needs K % 16 == 0";
+  if (a.m > std::numeric_limits<int>::max() - 3 || a.n > std::numeric_limits<int>::max() ||
+      a.k > std::numeric_limits<int>::max() || a.scale_ld > std::numeric_limits<int>::max())
+    return "M, N or K too large for tpq's block GEMM";
+  const int64_t tiles = (a.m + kernels::kFp8GemmTileM - 1) / kernels::kFp8GemmTileM *
+                        ((a.n + kernels::kFp8GemmTileN - 1) / kernels::kFp8GemmTileN);
+  if (tiles > std::numeric_limits<int>::max()) return "too many output tiles for tpq's block GEMM";
+  if (kernels::fp8_block_gemm_smem_bytes(a.k) > static_cast<size_t>(res.max_smem_optin))
+    return "K too large for tpq's block GEMM's shared memory";
+  return nullptr;
+}
 
 // How cuBLASLt would run `a` on this GPU, or why it cannot (in `why`).
 std::optional<ScaledPlan> scaled_plan(const Context& ctx, const Context::CudaResources& res, const Fp8LinearArgs& a,
@@ -159,6 +180,12 @@ std::optional<ScaledPlan> scaled_plan(const Context& ctx, const Context::CudaRes
       plan.act_layout = Fp8ScaleLayout::kPerRow;
       return plan;
     case Fp8ScaleKind::kBlock:
+      if (own_block_gemm_refusal(res, a) == nullptr) {
+        plan.own_block_gemm = true;
+        plan.act_layout = Fp8ScaleLayout::kGrouped;
+        plan.m_gemm = (a.m + 3) / 4 * 4;
+        return plan;
+      }
 #if CUBLAS_VERSION >= 120900
       if (!hopper) return refuse("128x128 block scales run on cuBLASLt only on sm_90");
       if (a.block_n != 128 || a.block_k != 128) return refuse("cuBLASLt block scaling is 128 x 128 only");
@@ -290,10 +317,34 @@ const float* quantize_activations(const Context& ctx, Context::CudaResources& re
   return static_scalar ? a.input_scale : static_cast<const float*>(scales.data());
 }
 
+// tpq's block-scaled GEMM: quantize x in 1 x 128 groups, then the WGMMA kernel writes y (bias included).
+void run_own_block_gemm(const Context& ctx, Context::CudaResources& res, const Fp8LinearArgs& a,
+                        const ScaledPlan& plan, cudaStream_t stream) {
+  Tensor x_q = ctx.empty({plan.m_gemm, a.k}, DType::F8E4M3);
+  Tensor scales, amax;
+  const float* x_scales = quantize_activations(ctx, res, a, plan, x_q.data(), scales, amax, stream);
+  const kernels::Fp8BlockGemmParams p{.x_q = static_cast<const uint8_t*>(x_q.data()),
+                                      .x_scales = x_scales,
+                                      .w = static_cast<const uint8_t*>(a.w),
+                                      .w_scale = a.w_scale,
+                                      .bias = a.bias,
+                                      .y = a.y,
+                                      .m = static_cast<int>(a.m),
+                                      .m_pad = static_cast<int>(plan.m_gemm),
+                                      .n = static_cast<int>(a.n),
+                                      .k = static_cast<int>(a.k),
+                                      .scale_ld = static_cast<int>(a.scale_ld)};
+  TPQ_CUDA_CHECK(launch_fp8_block_gemm(dense_type(a.dtype), p, stream));
+}
+
 // Runs the scaled GEMM; false when cuBLASLt refuses the problem (the caller falls back), with the reason in `why`
 // when it is known (a refusal cached by an earlier call has none).
 bool run_scaled_gemm(const Context& ctx, Context::CudaResources& res, const Fp8LinearArgs& a, const ScaledPlan& plan,
                      cudaStream_t stream, std::string* why = nullptr) {
+  if (plan.own_block_gemm) {
+    run_own_block_gemm(ctx, res, a, plan, stream);
+    return true;
+  }
   // The plan first: a refusal costs nothing but the (cached) heuristic query. A bias goes into the epilogue when
   // cuBLASLt takes it there, else it is added after.
   std::optional<Fp8Matmul> mm;

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -42,13 +43,14 @@ struct Fp8Case {
   Fp8Path path;
   bool bias;
   bool fast_accum = true;  // Context::set_fp8_fast_accumulation
+  bool cublaslt = false;   // TPQ_FP8_BLOCK_GEMM=cublaslt: block scales on cuBLASLt instead of tpq's WGMMA GEMM
 };
 
 std::string case_name(const Fp8Case& c) {
   std::ostringstream s;
   s << fp8_path_name(c.path) << "_" << fp8_scale_kind_name(c.kind) << "_" << fp8_act_scheme_name(c.act)
     << (c.ue8m0 ? "_ue8m0" : "") << "_" << dtype_name(c.dtype) << "_m" << c.m << "_n" << c.n << "_k" << c.k
-    << (c.bias ? "_bias" : "") << (c.fast_accum ? "" : "_promoted");
+    << (c.bias ? "_bias" : "") << (c.fast_accum ? "" : "_promoted") << (c.cublaslt ? "_cublaslt" : "");
   std::string out = s.str();
   std::replace(out.begin(), out.end(), '-', '_');
   return out;
@@ -162,7 +164,9 @@ TEST_P(Fp8CudaTest, MatchesTheCpuReferenceOfItsPath) {
   const std::vector<float> x_exact = x_host.to_floats();
 
   Stream stream;
+  if (c.cublaslt) ASSERT_EQ(setenv("TPQ_FP8_BLOCK_GEMM", "cublaslt", 1), 0);
   Context ctx = Context::cuda(device, stream.get(), std::make_shared<PoisonAllocator>());
+  if (c.cublaslt) ASSERT_EQ(unsetenv("TPQ_FP8_BLOCK_GEMM"), 0);
   ctx.set_fp8_fast_accumulation(c.fast_accum);
   const auto layer = std::make_shared<Fp8Linear>(on_device(l.host, Device::cuda(device)));
   const Tensor x = x_host.to(Device::cuda(device));
@@ -252,6 +256,17 @@ std::vector<Fp8Case> all_cases() {
     cases.push_back({K::kBlock, A::kDynamicGroup, false, DType::BF16, m, 256, 384, Fp8Path::kScaledGemm, false});
     cases.push_back({K::kRow, A::kDynamicToken, false, DType::BF16, m, 136, 272, Fp8Path::kScaledGemm, false});
   }
+  // tpq's block-scaled WGMMA GEMM (sm_90a): more K blocks than its 6 shared-memory stages (the ring wraps), more
+  // row tiles than one group of 8 (1100 rows: 9 tiles), edge tiles in M and N, K not a multiple of 128 (the copy
+  // engine's zero fill ends the last block), odd N (no paired stores), f16, bias.
+  cases.push_back({K::kBlock, A::kDynamicGroup, false, DType::BF16, 300, 640, 4096, Fp8Path::kScaledGemm, true});
+  cases.push_back({K::kBlock, A::kDynamicGroup, false, DType::BF16, 1100, 384, 1024, Fp8Path::kScaledGemm, false});
+  cases.push_back({K::kBlock, A::kDynamicGroup, false, DType::F16, 130, 333, 400, Fp8Path::kScaledGemm, true});
+  cases.push_back({K::kBlock, A::kDynamicGroup, true, DType::BF16, 77, 200, 272, Fp8Path::kScaledGemm, false});
+  // The same problems on cuBLASLt's block scaling, which stays the path where tpq's kernel is not built.
+  for (int64_t m : {7, 300})
+    cases.push_back(
+        {K::kBlock, A::kDynamicGroup, false, DType::BF16, m, 640, 4096, Fp8Path::kScaledGemm, m == 7, true, true});
   // Dequantize + dense GEMM: any K (no alignment), F32 too.
   for (int64_t m : {1, 7, 64, 1000}) {
     cases.push_back({K::kTensor, A::kDynamicTensor, false, DType::BF16, m, 200, 200, Fp8Path::kDequantGemm, m == 7});
@@ -400,6 +415,39 @@ TEST_F(Fp8CudaErrors, ForcedPathsThatCannotRunAreUnsupported) {
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::kUnsupported);
     EXPECT_NE(std::string(e.what()).find("weight-only"), std::string::npos) << e.what();
+  }
+  TPQ_TEST_CUDA(cudaStreamSynchronize(stream.get()));
+}
+
+// Block scales with K % 128 != 0: tpq's GEMM takes them (sm_90a); cuBLASLt's block scaling does not, so with
+// TPQ_FP8_BLOCK_GEMM=cublaslt the forced scaled GEMM is kUnsupported, naming K. Both answers together say the switch
+// chooses the implementation.
+TEST_F(Fp8CudaErrors, BlockScalesWithKNotAMultipleOf128RunOnlyOnTpqsGemm) {
+  int device = 0, major = 0, minor = 0;
+  TPQ_TEST_CUDA(cudaGetDevice(&device));
+  TPQ_TEST_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  TPQ_TEST_CUDA(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  if (major != 9 || minor != 0) GTEST_SKIP() << "tpq's block GEMM runs on sm_90a";
+  std::mt19937_64 rng(2);
+  const Fp8Case c{Fp8ScaleKind::kBlock, Fp8ActScheme::kDynamicGroup, false, DType::BF16, 64, 256, 400,
+                  Fp8Path::kScaledGemm, false};
+  const Layer l = random_layer(c, rng);
+  const auto layer = std::make_shared<Fp8Linear>(on_device(l.host, Device::cuda(device)));
+  Stream stream;
+  const Tensor x = Tensor::zeros({c.m, c.k}, DType::BF16).to(Device::cuda(device));
+  {
+    const Context ctx = Context::cuda(device, stream.get());
+    EXPECT_NO_THROW(layer->forward_path(x, ctx, Fp8Path::kScaledGemm));
+  }
+  ASSERT_EQ(setenv("TPQ_FP8_BLOCK_GEMM", "cublaslt", 1), 0);
+  const Context lt_ctx = Context::cuda(device, stream.get());
+  ASSERT_EQ(unsetenv("TPQ_FP8_BLOCK_GEMM"), 0);
+  try {
+    layer->forward_path(x, lt_ctx, Fp8Path::kScaledGemm);
+    FAIL() << "expected kUnsupported";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kUnsupported);
+    EXPECT_NE(std::string(e.what()).find("K % 128"), std::string::npos) << e.what();
   }
   TPQ_TEST_CUDA(cudaStreamSynchronize(stream.get()));
 }
