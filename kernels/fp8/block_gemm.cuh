@@ -5,14 +5,19 @@
 // zeroed by the first) and the lanes add that block's sum, scaled, to f32 accumulators: each block's partial sum is
 // promoted to f32 at once, the scheme DeepSeek-V3's report describes for its FP8 training GEMMs.
 //
-// One block of 384 threads per 128 x 128 output tile (parameters and the shared-memory budget: params.hpp):
-//  - warp 0 (one lane) streams K in blocks of 128 through kFp8GemmStages stages: the 128 x 128 tiles of x_q and W
+// Persistent blocks of 512 threads, one per SM, each computing 192 x 128 output tiles in turn (parameters and the
+// shared-memory budget: params.hpp):
+//  - warp 0 (one lane) streams K in blocks of 128 through kFp8GemmStages stages: the 192 x 128 and 128 x 128 tiles
+//    of x_q and W
 //    (128-byte swizzle, the layout WGMMA reads K-major operands in) and the tile rows' 128 activation scales, each
 //    stage completing on its `full` barrier; it reuses a stage once the eight consumer warps have arrived on its
 //    `empty` barrier. Rows and columns past the ends of x_q and W, and K past k, arrive as zeros.
-//  - warpgroups 1 and 2 each own 64 rows of the tile: per K block, wait for the stage, run four WGMMAs (32 K each;
+//  - warpgroups 1 to 3 each own 64 rows of the tile: per K block, wait for the stage, run four WGMMAs (32 K each;
 //    both operands from shared memory), wait for them, release the stage, and promote.
-// The two consumer warpgroups alternate on the tensor cores: one promotes while the other's WGMMAs run.
+// The consumer warpgroups take turns on the tensor cores: one promotes while the others' WGMMAs run. Three of them
+// (192 rows) rather than two: 40 KB of tiles per K block for 192 x 128 outputs instead of 32 KB for 128 x 128, a
+// sixth less traffic from L2 per output; their accumulators (two fragments of 64 floats per thread) fit in 160
+// registers, which setmaxnreg moves from the producer warpgroup (24).
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -138,27 +143,26 @@ __global__ void __launch_bounds__(kFp8GemmThreads, 1)
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using namespace fp8_gemm;
   constexpr int kStages = kFp8GemmStages;
-  constexpr uint32_t kTileBytes = kFp8GemmTileM * kFp8GemmTileK;  // == kFp8GemmTileN * kFp8GemmTileK
+  constexpr uint32_t kXTileBytes = kFp8GemmTileM * kFp8GemmTileK;
+  constexpr uint32_t kWTileBytes = kFp8GemmTileN * kFp8GemmTileK;
   constexpr uint32_t kScaleBytes = kFp8GemmTileM * 4;
-  static_assert(kFp8GemmTileM == 128 && kFp8GemmTileN == 128 && kFp8GemmTileK == 128, "the layout below");
+  constexpr int kConsumerWarps = 4 * kFp8GemmConsumers;
+  static_assert(kFp8GemmTileN == 128 && kFp8GemmTileK == 128 && kXTileBytes % 1024 == 0, "the layout below");
 
   extern __shared__ uint8_t smem_raw[];
   const uint32_t raw = smem_address(smem_raw);
   const uint32_t base = (raw + 1023) & ~1023u;
   uint8_t* const smem = smem_raw + (base - raw);
-  const uint32_t x_tiles = base;                                 // [kStages][128 x 128]
-  const uint32_t w_tiles = x_tiles + kStages * kTileBytes;       // [kStages][128 x 128]
-  const uint32_t scale_offset = 2 * kStages * kTileBytes;
-  const float* const x_scales = reinterpret_cast<const float*>(smem + scale_offset);  // [kStages][128]
+  const uint32_t x_tiles = base;                              // [kStages][kFp8GemmTileM x 128]
+  const uint32_t w_tiles = x_tiles + kStages * kXTileBytes;   // [kStages][128 x 128]
+  const uint32_t scale_offset = kStages * (kXTileBytes + kWTileBytes);
+  const float* const x_scales = reinterpret_cast<const float*>(smem + scale_offset);  // [kStages][kFp8GemmTileM]
   const uint32_t full = base + scale_offset + kStages * kScaleBytes;  // [kStages] u64
   const uint32_t empty = full + kStages * 8;                          // [kStages] u64
-  float* const w_scales = reinterpret_cast<float*>(smem + scale_offset + kStages * (kScaleBytes + 16));
 
   const int m_tiles = (p.m + kFp8GemmTileM - 1) / kFp8GemmTileM;
   const int n_tiles = (p.n + kFp8GemmTileN - 1) / kFp8GemmTileN;
-  const TileOf tile = tile_of(static_cast<int>(blockIdx.x), m_tiles, n_tiles);
-  const int m0 = tile.m_tile * kFp8GemmTileM;
-  const int n0 = tile.n_tile * kFp8GemmTileN;
+  const int tiles = m_tiles * n_tiles;
   const int k_blocks = (p.k + kFp8GemmTileK - 1) / kFp8GemmTileK;
   const int warp = static_cast<int>(threadIdx.x) / 32;
   const int lane = static_cast<int>(threadIdx.x) % 32;
@@ -166,24 +170,32 @@ __global__ void __launch_bounds__(kFp8GemmThreads, 1)
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
       barrier_init(full + 8 * s, 1);
-      barrier_init(empty + 8 * s, 8);  // the consumer warps
+      barrier_init(empty + 8 * s, kConsumerWarps);
     }
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
   }
   __syncthreads();
 
+  // Persistent: block b computes tiles b, b + gridDim.x, ...; the ring runs on across tiles (use u of stage
+  // u % kStages, phase (u / kStages) & 1, counted over the block's whole life), so the next tile's first blocks of
+  // K load while the consumers finish this one.
   if (warp < 4) {
-    // Producer: one lane of warp 0 issues every copy.
+    // Producer: one lane of warp 0 issues every copy. Its warpgroup gives registers to the consumers.
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 24;");
     if (warp == 0 && lane == 0) {
-      for (int kb = 0; kb < k_blocks; ++kb) {
-        const int s = kb % kStages;
-        if (kb >= kStages) barrier_wait(empty + 8 * s, ((kb / kStages) - 1) & 1);
-        const uint32_t bar = full + 8 * s;
-        barrier_expect_bytes(bar, 2 * kTileBytes + kScaleBytes);
-        copy_box(x_tiles + s * kTileBytes, &x_map, bar, kb * kFp8GemmTileK, m0);
-        copy_box(w_tiles + s * kTileBytes, &w_map, bar, kb * kFp8GemmTileK, n0);
-        copy_box(smem_address(x_scales + s * kFp8GemmTileM), &x_scale_map, bar, m0, kb);
+      uint32_t u = 0;
+      for (int t = static_cast<int>(blockIdx.x); t < tiles; t += static_cast<int>(gridDim.x)) {
+        const TileOf tile = tile_of(t, m_tiles, n_tiles);
+        for (int kb = 0; kb < k_blocks; ++kb, ++u) {
+          const uint32_t s = u % kStages;
+          if (u >= kStages) barrier_wait(empty + 8 * s, ((u / kStages) - 1) & 1);
+          const uint32_t bar = full + 8 * s;
+          barrier_expect_bytes(bar, kXTileBytes + kWTileBytes + kScaleBytes);
+          copy_box(x_tiles + s * kXTileBytes, &x_map, bar, kb * kFp8GemmTileK, tile.m_tile * kFp8GemmTileM);
+          copy_box(w_tiles + s * kWTileBytes, &w_map, bar, kb * kFp8GemmTileK, tile.n_tile * kFp8GemmTileN);
+          copy_box(smem_address(x_scales + s * kFp8GemmTileM), &x_scale_map, bar, tile.m_tile * kFp8GemmTileM, kb);
+        }
       }
     }
     return;
@@ -191,66 +203,72 @@ __global__ void __launch_bounds__(kFp8GemmThreads, 1)
 
   // Consumers: warpgroup g owns rows [64 g, 64 g + 64) of the tile; in its fragment, lane l of warp q holds rows
   // 16 q + l / 4 and 16 q + l / 4 + 8, columns 8 j + 2 (l % 4) + {0, 1} for j < 16.
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 160;");
   const int g = warp / 4 - 1;
-  const int consumer = static_cast<int>(threadIdx.x) - 128;
-  for (int i = consumer; i < k_blocks; i += 256) w_scales[i] = p.w_scale[static_cast<int64_t>(tile.n_tile) * p.scale_ld + i];
-  asm volatile("bar.sync 1, 256;" ::: "memory");
-
   const int row = 64 * g + 16 * (warp % 4) + lane / 4;  // within the tile
-  float acc[64];
-#pragma unroll
-  for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
-  float block_sum[64];
-  for (int kb = 0; kb < k_blocks; ++kb) {
-    const int s = kb % kStages;
-    barrier_wait(full + 8 * s, (kb / kStages) & 1);
-    const float* const stage_scales = x_scales + s * kFp8GemmTileM;
-    const float w_scale = w_scales[kb];
-    const float scale_lo = stage_scales[row] * w_scale;
-    const float scale_hi = stage_scales[row + 8] * w_scale;
-    const uint32_t x_tile = x_tiles + s * kTileBytes + g * 64 * kFp8GemmTileK;
-    const uint32_t w_tile = w_tiles + s * kTileBytes;
-    wgmma_fence();
-#pragma unroll
-    for (int k = 0; k < kFp8GemmTileK / 32; ++k)
-      wgmma_m64n128k32_e4m3(block_sum, sw128_descriptor(x_tile + 32 * k), sw128_descriptor(w_tile + 32 * k), k);
-    wgmma_commit();
-    wgmma_wait_all();
-#pragma unroll
-    for (int i = 0; i < 64; ++i) register_fence(block_sum[i]);
-    if (lane == 0) barrier_arrive(empty + 8 * s);
-#pragma unroll
-    for (int j = 0; j < 16; ++j) {
-      acc[4 * j + 0] += block_sum[4 * j + 0] * scale_lo;
-      acc[4 * j + 1] += block_sum[4 * j + 1] * scale_lo;
-      acc[4 * j + 2] += block_sum[4 * j + 2] * scale_hi;
-      acc[4 * j + 3] += block_sum[4 * j + 3] * scale_hi;
-    }
-  }
-
-  // Epilogue: bias, rounding to T, stores of column pairs where the row length allows.
   T* const y = static_cast<T*>(p.y);
   const T* const bias = static_cast<const T*>(p.bias);
   const bool pairs = p.n % 2 == 0;
+  uint32_t u = 0;
+  for (int t = static_cast<int>(blockIdx.x); t < tiles; t += static_cast<int>(gridDim.x)) {
+    const TileOf tile = tile_of(t, m_tiles, n_tiles);
+    const float* const w_scale_row = p.w_scale + static_cast<int64_t>(tile.n_tile) * p.scale_ld;
+    float acc[64];
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int r = m0 + row + 8 * half;
-    if (r >= p.m) continue;
-    T* const y_row = y + static_cast<int64_t>(r) * p.n;
+    for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
+    float block_sum[64];
+    for (int kb = 0; kb < k_blocks; ++kb, ++u) {
+      const uint32_t s = u % kStages;
+      const float w_scale = __ldg(w_scale_row + kb);  // issued before the wait, used after the WGMMAs
+      barrier_wait(full + 8 * s, (u / kStages) & 1);
+      const float* const stage_scales = x_scales + s * kFp8GemmTileM;
+      const float x_scale_lo = stage_scales[row];
+      const float x_scale_hi = stage_scales[row + 8];
+      const uint32_t x_tile = x_tiles + s * kXTileBytes + g * 64 * kFp8GemmTileK;
+      const uint32_t w_tile = w_tiles + s * kWTileBytes;
+      wgmma_fence();
 #pragma unroll
-    for (int j = 0; j < 16; ++j) {
-      const int c = n0 + 8 * j + 2 * (lane % 4);
-      float v0 = acc[4 * j + 2 * half];
-      float v1 = acc[4 * j + 2 * half + 1];
-      if (bias != nullptr) {
-        if (c < p.n) v0 += to_float(bias[c]);
-        if (c + 1 < p.n) v1 += to_float(bias[c + 1]);
+      for (int k = 0; k < kFp8GemmTileK / 32; ++k)
+        wgmma_m64n128k32_e4m3(block_sum, sw128_descriptor(x_tile + 32 * k), sw128_descriptor(w_tile + 32 * k), k);
+      wgmma_commit();
+      wgmma_wait_all();
+#pragma unroll
+      for (int i = 0; i < 64; ++i) register_fence(block_sum[i]);
+      if (lane == 0) barrier_arrive(empty + 8 * s);
+      const float scale_lo = x_scale_lo * w_scale;
+      const float scale_hi = x_scale_hi * w_scale;
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        acc[4 * j + 0] += block_sum[4 * j + 0] * scale_lo;
+        acc[4 * j + 1] += block_sum[4 * j + 1] * scale_lo;
+        acc[4 * j + 2] += block_sum[4 * j + 2] * scale_hi;
+        acc[4 * j + 3] += block_sum[4 * j + 3] * scale_hi;
       }
-      if (pairs && c + 1 < p.n) {
-        store_pair(y_row + c, v0, v1);
-      } else {
-        if (c < p.n) y_row[c] = from_float<T>(v0);
-        if (c + 1 < p.n) y_row[c + 1] = from_float<T>(v1);
+    }
+
+    // Epilogue: bias, rounding to T, stores of column pairs where the row length allows.
+    const int m0 = tile.m_tile * kFp8GemmTileM;
+    const int n0 = tile.n_tile * kFp8GemmTileN;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int r = m0 + row + 8 * half;
+      if (r >= p.m) continue;
+      T* const y_row = y + static_cast<int64_t>(r) * p.n;
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        const int c = n0 + 8 * j + 2 * (lane % 4);
+        float v0 = acc[4 * j + 2 * half];
+        float v1 = acc[4 * j + 2 * half + 1];
+        if (bias != nullptr) {
+          if (c < p.n) v0 += to_float(bias[c]);
+          if (c + 1 < p.n) v1 += to_float(bias[c + 1]);
+        }
+        if (pairs && c + 1 < p.n) {
+          store_pair(y_row + c, v0, v1);
+        } else {
+          if (c < p.n) y_row[c] = from_float<T>(v0);
+          if (c + 1 < p.n) y_row[c + 1] = from_float<T>(v1);
+        }
       }
     }
   }

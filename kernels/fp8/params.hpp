@@ -63,23 +63,23 @@ struct Fp8ActQuantParams {
 };
 
 // Block-scaled GEMM on sm_90a (block_gemm.cuh): y = Σ over 128-K blocks of (x_q · W_qᵀ) · x_scale · w_scale, for
-// 128 x 128 weight blocks and 1 x 128 activation groups. Tiles of 128 x 128 outputs, K in blocks of 128 through
-// a ring of shared-memory stages that the copy engine fills (one producer warp) and two warpgroups consume with
-// WGMMA, each 64 rows of the tile. Tiles are visited in groups of kFp8GemmGroupM row tiles, so the blocks in
-// flight share W's tiles in L2.
-inline constexpr int kFp8GemmTileM = 128;
+// 128 x 128 weight blocks and 1 x 128 activation groups. Tiles of 192 x 128 outputs, K in blocks of 128 through
+// a ring of shared-memory stages that the copy engine fills (one producer warp) and three warpgroups consume with
+// WGMMA, each 64 rows of the tile. One block per SM walks the tiles in groups of kFp8GemmGroupM row tiles, so the
+// blocks in flight share W's tiles in L2.
+inline constexpr int kFp8GemmConsumers = 3;  // warpgroups of 64 rows each
+inline constexpr int kFp8GemmTileM = 64 * kFp8GemmConsumers;
 inline constexpr int kFp8GemmTileN = 128;
 inline constexpr int kFp8GemmTileK = 128;
-inline constexpr int kFp8GemmStages = 6;
-inline constexpr int kFp8GemmThreads = 384;  // a producer warpgroup, two consumer warpgroups
+inline constexpr int kFp8GemmStages = 5;
+inline constexpr int kFp8GemmThreads = 128 * (1 + kFp8GemmConsumers);  // a producer warpgroup first
 inline constexpr int kFp8GemmGroupM = 8;
 
-// Dynamic shared memory of one block: the stages (x and W tiles, x's scales), their barriers, W's scales of the
-// tile's block row, and slack to align the stages to 1024 bytes (128-byte swizzle).
-constexpr size_t fp8_block_gemm_smem_bytes(int64_t k) {
+// Dynamic shared memory of one block: the stages (x and W tiles, x's scales), their barriers, and slack to align
+// the stages to 1024 bytes (128-byte swizzle).
+constexpr size_t fp8_block_gemm_smem_bytes() {
   const size_t stage = size_t{kFp8GemmTileM + kFp8GemmTileN} * kFp8GemmTileK + size_t{kFp8GemmTileM} * 4;
-  const size_t k_blocks = static_cast<size_t>((k + kFp8GemmTileK - 1) / kFp8GemmTileK);
-  return 1024 + kFp8GemmStages * (stage + 16) + k_blocks * 4;
+  return 1024 + kFp8GemmStages * (stage + 16);
 }
 
 struct Fp8BlockGemmParams {

@@ -60,7 +60,7 @@ cudaError_t encode_map(CUtensorMap* map, CUtensorMapDataType type, int bytes, co
 }
 
 template <typename T>
-cudaError_t launch_block_gemm_typed(const kernels::Fp8BlockGemmParams& p, cudaStream_t stream) {
+cudaError_t launch_block_gemm_typed(const kernels::Fp8BlockGemmParams& p, int sm_count, cudaStream_t stream) {
   using namespace kernels;
   CUtensorMap x_map, w_map, scale_map;
   const int k_blocks = (p.k + kFp8GemmTileK - 1) / kFp8GemmTileK;
@@ -76,13 +76,14 @@ cudaError_t launch_block_gemm_typed(const kernels::Fp8BlockGemmParams& p, cudaSt
                                  kFp8GemmTileM, CU_TENSOR_MAP_SWIZZLE_NONE);
       e != cudaSuccess)
     return e;
-  const size_t smem = fp8_block_gemm_smem_bytes(p.k);
+  const size_t smem = fp8_block_gemm_smem_bytes();
   if (cudaError_t e = cudaFuncSetAttribute(fp8_block_gemm_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            static_cast<int>(smem));
       e != cudaSuccess)
     return e;
   const int64_t tiles = int64_t{(p.m + kFp8GemmTileM - 1) / kFp8GemmTileM} * ((p.n + kFp8GemmTileN - 1) / kFp8GemmTileN);
-  return launch_kernel(fp8_block_gemm_kernel<T>, dim3(static_cast<unsigned>(tiles)), dim3(kFp8GemmThreads), smem,
+  const unsigned blocks = static_cast<unsigned>(std::clamp<int64_t>(tiles, 1, sm_count));  // persistent
+  return launch_kernel(fp8_block_gemm_kernel<T>, dim3(blocks), dim3(kFp8GemmThreads), smem,
                        stream, {}, x_map, w_map, scale_map, p);
 }
 
@@ -189,15 +190,16 @@ bool fp8_block_gemm_built() {
   return in_code == 1;
 }
 
-cudaError_t launch_fp8_block_gemm(DenseType dtype, const kernels::Fp8BlockGemmParams& p, cudaStream_t stream) {
+cudaError_t launch_fp8_block_gemm(DenseType dtype, const kernels::Fp8BlockGemmParams& p, int sm_count,
+                                  cudaStream_t stream) {
   if (p.m < 1 || p.n < 1 || p.k < 1 || p.m_pad < p.m || p.m_pad % 4 != 0 || p.k % 16 != 0 ||
       p.scale_ld < (p.k + kernels::kFp8GemmTileK - 1) / kernels::kFp8GemmTileK)
     return cudaErrorInvalidValue;
   switch (dtype) {
     case DenseType::kBF16:
-      return launch_block_gemm_typed<__nv_bfloat16>(p, stream);
+      return launch_block_gemm_typed<__nv_bfloat16>(p, sm_count, stream);
     case DenseType::kF16:
-      return launch_block_gemm_typed<__half>(p, stream);
+      return launch_block_gemm_typed<__half>(p, sm_count, stream);
     default:
       return cudaErrorInvalidValue;
   }

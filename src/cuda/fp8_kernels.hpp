@@ -23,8 +23,10 @@ cudaError_t launch_fp8_act_quant(DenseType dtype, const kernels::Fp8ActQuantPara
 // builds only). Copies one word from the device: ask once, not per call.
 bool fp8_block_gemm_built();
 // dtype: kBF16 or kF16; p.m_pad % 4 == 0, p.k % 16 == 0, 16-byte aligned x_q, w and x_scales; the device code must
-// have the kernel (fp8_block_gemm_built) and the GPU the shared memory of fp8_block_gemm_smem_bytes(p.k).
-cudaError_t launch_fp8_block_gemm(DenseType dtype, const kernels::Fp8BlockGemmParams& p, cudaStream_t stream);
+// have the kernel (fp8_block_gemm_built) and the GPU the shared memory of fp8_block_gemm_smem_bytes(). One block
+// per SM (sm_count) at most.
+cudaError_t launch_fp8_block_gemm(DenseType dtype, const kernels::Fp8BlockGemmParams& p, int sm_count,
+                                  cudaStream_t stream);
 // dtype: kBF16, kF16 or kF32 (of p.out).
 cudaError_t launch_fp8_dequant(DenseType dtype, const kernels::Fp8DequantParams& p, int sm_count, cudaStream_t stream);
 

@@ -129,8 +129,8 @@ const char* own_block_gemm_refusal(const Context::CudaResources& res, const Fp8L
   const int64_t tiles = (a.m + kernels::kFp8GemmTileM - 1) / kernels::kFp8GemmTileM *
                         ((a.n + kernels::kFp8GemmTileN - 1) / kernels::kFp8GemmTileN);
   if (tiles > std::numeric_limits<int>::max()) return "too many output tiles for tpq's block GEMM";
-  if (kernels::fp8_block_gemm_smem_bytes(a.k) > static_cast<size_t>(res.max_smem_optin))
-    return "K too large for tpq's block GEMM's shared memory";
+  if (kernels::fp8_block_gemm_smem_bytes() > static_cast<size_t>(res.max_smem_optin))
+    return "the GPU's shared memory per block is too small for tpq's block GEMM";
   return nullptr;
 }
 
@@ -334,7 +334,7 @@ void run_own_block_gemm(const Context& ctx, Context::CudaResources& res, const F
                                       .n = static_cast<int>(a.n),
                                       .k = static_cast<int>(a.k),
                                       .scale_ld = static_cast<int>(a.scale_ld)};
-  TPQ_CUDA_CHECK(launch_fp8_block_gemm(dense_type(a.dtype), p, stream));
+  TPQ_CUDA_CHECK(launch_fp8_block_gemm(dense_type(a.dtype), p, res.sm_count, stream));
 }
 
 // Runs the scaled GEMM; false when cuBLASLt refuses the problem (the caller falls back), with the reason in `why`

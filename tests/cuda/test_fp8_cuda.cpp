@@ -256,11 +256,12 @@ std::vector<Fp8Case> all_cases() {
     cases.push_back({K::kBlock, A::kDynamicGroup, false, DType::BF16, m, 256, 384, Fp8Path::kScaledGemm, false});
     cases.push_back({K::kRow, A::kDynamicToken, false, DType::BF16, m, 136, 272, Fp8Path::kScaledGemm, false});
   }
-  // tpq's block-scaled WGMMA GEMM (sm_90a): more K blocks than its 6 shared-memory stages (the ring wraps), more
-  // row tiles than one group of 8 (1100 rows: 9 tiles), edge tiles in M and N, K not a multiple of 128 (the copy
-  // engine's zero fill ends the last block), odd N (no paired stores), f16, bias.
+  // tpq's block-scaled WGMMA GEMM (sm_90a; tiles of 192 x 128): more K blocks than its 5 shared-memory stages (the
+  // ring wraps), more row tiles than one group of 8 (1700 rows: 9 tiles) and more tiles (153) than an H100 or H200
+  // has SMs, so blocks run on to a second tile with the ring mid-phase; edge tiles in M and N, K not a multiple of
+  // 128 (the copy engine's zero fill ends the last block), odd N (no paired stores), f16, bias.
   cases.push_back({K::kBlock, A::kDynamicGroup, false, DType::BF16, 300, 640, 4096, Fp8Path::kScaledGemm, true});
-  cases.push_back({K::kBlock, A::kDynamicGroup, false, DType::BF16, 1100, 384, 1024, Fp8Path::kScaledGemm, false});
+  cases.push_back({K::kBlock, A::kDynamicGroup, false, DType::BF16, 1700, 2064, 512, Fp8Path::kScaledGemm, false});
   cases.push_back({K::kBlock, A::kDynamicGroup, false, DType::F16, 130, 333, 400, Fp8Path::kScaledGemm, true});
   cases.push_back({K::kBlock, A::kDynamicGroup, true, DType::BF16, 77, 200, 272, Fp8Path::kScaledGemm, false});
   // The same problems on cuBLASLt's block scaling, which stays the path where tpq's kernel is not built.
