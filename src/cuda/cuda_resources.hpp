@@ -141,9 +141,12 @@ struct Context::CudaResources {
   // sm_90+: two split-K blocks of a tile launch as one cluster (TPQ_GEMV_CLUSTERS=0 at creation: the global
   // protocol, for A/B runs and the test that compares both).
   bool gemv_clusters = false;
-  // sm_90a code: 128 x 128 block-scaled FP8 GEMMs run tpq's WGMMA kernel (kernels/fp8/block_gemm.cuh) instead of
-  // cuBLASLt's BLK128x128 mode (TPQ_FP8_BLOCK_GEMM=cublaslt at creation: cuBLASLt, for A/B runs and tests).
-  bool fp8_block_gemm = false;
+  // Who runs 128 x 128 block-scaled FP8 GEMMs (TPQ_FP8_BLOCK_GEMM at creation). Default: cuBLASLt's BLK128x128 mode
+  // where it takes the problem (measured faster on an H200), tpq's WGMMA kernel (kernels/fp8/block_gemm.cuh) where
+  // it does not (K % 128 != 0). "tpq": tpq's kernel wherever it runs; "cublaslt": never tpq's kernel.
+  enum class BlockGemmChoice { kAuto, kTpq, kCublasLt };
+  BlockGemmChoice fp8_block_gemm_choice = BlockGemmChoice::kAuto;
+  bool fp8_block_gemm = false;  // tpq's kernel is in the loaded code (sm_90a) and the GPU is an sm_90
   int max_smem_optin = 0;  // bytes of shared memory a block may opt in to
 };
 

@@ -6,9 +6,9 @@
 //  2. Scaled GEMM: quantize x (kernels/fp8/act_quant.cuh), then cuBLASLt e4m3 x e4m3 -> bf16/f16 with the scales
 //     in the descriptor. Per-tensor weights and per-tensor activations: scalar scales (sm_89+), fast accumulation
 //     unless the context turns it off. Per-row weights or per-token activations: outer-vector scales (sm_90,
-//     cuBLAS 12.9+). 128 x 128 block weights with 1 x 128 activation groups: tpq's own WGMMA kernel on sm_90a
-//     (kernels/fp8/block_gemm.cuh, any K % 16 == 0), else cuBLASLt's BLK128x128 for W and VEC128 for x (sm_90,
-//     cuBLAS 12.9+, K % 128 == 0).
+//     cuBLAS 12.9+). 128 x 128 block weights with 1 x 128 activation groups: cuBLASLt's BLK128x128 for W and
+//     VEC128 for x (sm_90, cuBLAS 12.9+, K % 128 == 0), else tpq's WGMMA kernel (kernels/fp8/block_gemm.cuh, sm_90a,
+//     any K % 16 == 0); TPQ_FP8_BLOCK_GEMM chooses otherwise (cuda_resources.hpp).
 //  3. Dequantize W to the compute dtype (kernels/fp8/dequant.cuh) and run the dense cuda_linear: GPUs without FP8
 //     tensor cores, shapes cuBLASLt refuses, and weight-only checkpoints at large M.
 //
@@ -119,7 +119,9 @@ struct ScaledPlan {
 
 // Why tpq's block-scaled GEMM cannot run `a` on this context's GPU, or nullptr.
 const char* own_block_gemm_refusal(const Context::CudaResources& res, const Fp8LinearArgs& a) {
-  if (!res.fp8_block_gemm) return "tpq's block GEMM needs sm_90a code (or TPQ_FP8_BLOCK_GEMM=cublaslt chose cuBLASLt)";
+  if (!res.fp8_block_gemm) return "tpq's block GEMM needs sm_90a code on an sm_90 GPU";
+  if (res.fp8_block_gemm_choice == Context::CudaResources::BlockGemmChoice::kCublasLt)
+    return "TPQ_FP8_BLOCK_GEMM=cublaslt";
   if (a.block_n != 128 || a.block_k != 128) return "tpq's block GEMM takes 128 x 128 weight blocks";
   if (a.act.scheme == Fp8ActScheme::kDynamicGroup && a.act.group != 128) return "1 x group activations, group != 128";
   if (a.k % 16 != 0) return "tpq's block GEMM needs K % 16 == 0";
@@ -132,6 +134,23 @@ const char* own_block_gemm_refusal(const Context::CudaResources& res, const Fp8L
   if (kernels::fp8_block_gemm_smem_bytes() > static_cast<size_t>(res.max_smem_optin))
     return "the GPU's shared memory per block is too small for tpq's block GEMM";
   return nullptr;
+}
+
+// Why cuBLASLt's block scaling cannot run `a` on this GPU, or nullptr.
+const char* lt_block_refusal(const Context::CudaResources& res, const Fp8LinearArgs& a) {
+#if CUBLAS_VERSION >= 120900
+  if (res.cc_major != 9) return "128x128 block scales run on cuBLASLt only on sm_90";
+  if (a.block_n != 128 || a.block_k != 128) return "cuBLASLt block scaling is 128 x 128 only";
+  if (a.k % 128 != 0) return "cuBLASLt block scaling here needs K % 128 == 0";
+  if (a.w_scale_lt == nullptr) return "the padded block scales were not prepared";
+  if (a.act.scheme == Fp8ActScheme::kDynamicGroup && a.act.group != 128)
+    return "1 x group activations with a group other than 128";
+  return nullptr;
+#else
+  (void)res;
+  (void)a;
+  return "128x128 block scales need cuBLAS 12.9";
+#endif
 }
 
 // How cuBLASLt would run `a` on this GPU, or why it cannot (in `why`).
@@ -150,7 +169,6 @@ std::optional<ScaledPlan> scaled_plan(const Context& ctx, const Context::CudaRes
     return refuse("static activation scheme without an input scale");
   const bool per_tensor_act = a.act.scheme == Fp8ActScheme::kStaticTensor ||
                               a.act.scheme == Fp8ActScheme::kDynamicTensor;
-  const bool hopper = res.cc_major == 9;
 #if CUBLAS_VERSION >= 120900
   const bool vector_modes = res.cc_major >= 9;
 #else
@@ -179,30 +197,24 @@ std::optional<ScaledPlan> scaled_plan(const Context& ctx, const Context::CudaRes
       plan.a_scale = a.w_scale;
       plan.act_layout = Fp8ScaleLayout::kPerRow;
       return plan;
-    case Fp8ScaleKind::kBlock:
-      if (own_block_gemm_refusal(res, a) == nullptr) {
+    case Fp8ScaleKind::kBlock: {
+      const char* own = own_block_gemm_refusal(res, a);
+      const char* lt = lt_block_refusal(res, a);
+      plan.act_layout = Fp8ScaleLayout::kGrouped;
+      plan.m_gemm = (a.m + 3) / 4 * 4;
+      if (own == nullptr &&
+          (lt != nullptr || res.fp8_block_gemm_choice == Context::CudaResources::BlockGemmChoice::kTpq)) {
         plan.own_block_gemm = true;
-        plan.act_layout = Fp8ScaleLayout::kGrouped;
-        plan.m_gemm = (a.m + 3) / 4 * 4;
         return plan;
       }
+      if (lt != nullptr) return refuse(lt);
 #if CUBLAS_VERSION >= 120900
-      if (!hopper) return refuse("128x128 block scales run on cuBLASLt only on sm_90");
-      if (a.block_n != 128 || a.block_k != 128) return refuse("cuBLASLt block scaling is 128 x 128 only");
-      if (a.k % 128 != 0) return refuse("cuBLASLt block scaling here needs K % 128 == 0");
-      if (a.w_scale_lt == nullptr) return refuse("the padded block scales were not prepared");
-      if (a.act.scheme == Fp8ActScheme::kDynamicGroup && a.act.group != 128)
-        return refuse("1 x group activations with a group other than 128");
       plan.a_mode = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
       plan.b_mode = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
       plan.a_scale = a.w_scale_lt;
-      plan.act_layout = Fp8ScaleLayout::kGrouped;
-      plan.m_gemm = (a.m + 3) / 4 * 4;
-      return plan;
-#else
-      (void)hopper;
-      return refuse("128x128 block scales need cuBLAS 12.9");
 #endif
+      return plan;
+    }
   }
   return refuse("unknown scale kind");
 }

@@ -43,14 +43,16 @@ struct Fp8Case {
   Fp8Path path;
   bool bias;
   bool fast_accum = true;  // Context::set_fp8_fast_accumulation
-  bool cublaslt = false;   // TPQ_FP8_BLOCK_GEMM=cublaslt: block scales on cuBLASLt instead of tpq's WGMMA GEMM
+  // TPQ_FP8_BLOCK_GEMM at context creation: null (cuBLASLt's block scaling where it runs, else tpq's WGMMA GEMM),
+  // "tpq" (tpq's GEMM wherever it runs).
+  const char* block_gemm = nullptr;
 };
 
 std::string case_name(const Fp8Case& c) {
   std::ostringstream s;
   s << fp8_path_name(c.path) << "_" << fp8_scale_kind_name(c.kind) << "_" << fp8_act_scheme_name(c.act)
     << (c.ue8m0 ? "_ue8m0" : "") << "_" << dtype_name(c.dtype) << "_m" << c.m << "_n" << c.n << "_k" << c.k
-    << (c.bias ? "_bias" : "") << (c.fast_accum ? "" : "_promoted") << (c.cublaslt ? "_cublaslt" : "");
+    << (c.bias ? "_bias" : "") << (c.fast_accum ? "" : "_promoted") << (c.block_gemm ? std::string("_") + c.block_gemm : "");
   std::string out = s.str();
   std::replace(out.begin(), out.end(), '-', '_');
   return out;
@@ -164,9 +166,9 @@ TEST_P(Fp8CudaTest, MatchesTheCpuReferenceOfItsPath) {
   const std::vector<float> x_exact = x_host.to_floats();
 
   Stream stream;
-  if (c.cublaslt) ASSERT_EQ(setenv("TPQ_FP8_BLOCK_GEMM", "cublaslt", 1), 0);
+  if (c.block_gemm) ASSERT_EQ(setenv("TPQ_FP8_BLOCK_GEMM", c.block_gemm, 1), 0);
   Context ctx = Context::cuda(device, stream.get(), std::make_shared<PoisonAllocator>());
-  if (c.cublaslt) ASSERT_EQ(unsetenv("TPQ_FP8_BLOCK_GEMM"), 0);
+  if (c.block_gemm) ASSERT_EQ(unsetenv("TPQ_FP8_BLOCK_GEMM"), 0);
   ctx.set_fp8_fast_accumulation(c.fast_accum);
   const auto layer = std::make_shared<Fp8Linear>(on_device(l.host, Device::cuda(device)));
   const Tensor x = x_host.to(Device::cuda(device));
@@ -256,18 +258,26 @@ std::vector<Fp8Case> all_cases() {
     cases.push_back({K::kBlock, A::kDynamicGroup, false, DType::BF16, m, 256, 384, Fp8Path::kScaledGemm, false});
     cases.push_back({K::kRow, A::kDynamicToken, false, DType::BF16, m, 136, 272, Fp8Path::kScaledGemm, false});
   }
-  // tpq's block-scaled WGMMA GEMM (sm_90a; tiles of 192 x 128): more K blocks than its 5 shared-memory stages (the
-  // ring wraps), more row tiles than one group of 8 (1700 rows: 9 tiles) and more tiles (153) than an H100 or H200
-  // has SMs, so blocks run on to a second tile with the ring mid-phase; edge tiles in M and N, K not a multiple of
-  // 128 (the copy engine's zero fill ends the last block), odd N (no paired stores), f16, bias.
-  cases.push_back({K::kBlock, A::kDynamicGroup, false, DType::BF16, 300, 640, 4096, Fp8Path::kScaledGemm, true});
-  cases.push_back({K::kBlock, A::kDynamicGroup, false, DType::BF16, 1700, 2064, 512, Fp8Path::kScaledGemm, false});
+  // tpq's block-scaled WGMMA GEMM (sm_90a; tiles of 192 x 128), forced where cuBLASLt would run: the scaled-GEMM
+  // block cases above, then more K blocks than its 5 shared-memory stages (the ring wraps), more row tiles than one
+  // group of 8 (1700 rows: 9 tiles) and more tiles (153) than an H100 or H200 has SMs, so blocks run on to a second
+  // tile with the ring mid-phase; edge tiles in M and N, K not a multiple of 128 (the copy engine's zero fill ends
+  // the last block; cuBLASLt refuses these, so the default takes tpq's GEMM too), odd N (no paired stores), f16.
+  const char* tpq = "tpq";
+  for (int64_t m : {1, 7, 64, 1000}) {
+    cases.push_back({K::kBlock, A::kDynamicGroup, false, DType::BF16, m, 320, 384, Fp8Path::kScaledGemm, m == 64,
+                     true, tpq});
+    cases.push_back({K::kBlock, A::kDynamicGroup, true, DType::BF16, m, 256, 512, Fp8Path::kScaledGemm, false, true,
+                     tpq});
+    cases.push_back({K::kBlock, A::kDynamicToken, false, DType::F16, m, 256, 256, Fp8Path::kScaledGemm, false, true,
+                     tpq});
+  }
+  cases.push_back({K::kBlock, A::kDynamicGroup, false, DType::BF16, 300, 640, 4096, Fp8Path::kScaledGemm, true, true,
+                   tpq});
+  cases.push_back({K::kBlock, A::kDynamicGroup, false, DType::BF16, 1700, 2064, 512, Fp8Path::kScaledGemm, false,
+                   true, tpq});
   cases.push_back({K::kBlock, A::kDynamicGroup, false, DType::F16, 130, 333, 400, Fp8Path::kScaledGemm, true});
   cases.push_back({K::kBlock, A::kDynamicGroup, true, DType::BF16, 77, 200, 272, Fp8Path::kScaledGemm, false});
-  // The same problems on cuBLASLt's block scaling, which stays the path where tpq's kernel is not built.
-  for (int64_t m : {7, 300})
-    cases.push_back(
-        {K::kBlock, A::kDynamicGroup, false, DType::BF16, m, 640, 4096, Fp8Path::kScaledGemm, m == 7, true, true});
   // Dequantize + dense GEMM: any K (no alignment), F32 too.
   for (int64_t m : {1, 7, 64, 1000}) {
     cases.push_back({K::kTensor, A::kDynamicTensor, false, DType::BF16, m, 200, 200, Fp8Path::kDequantGemm, m == 7});
@@ -420,9 +430,9 @@ TEST_F(Fp8CudaErrors, ForcedPathsThatCannotRunAreUnsupported) {
   TPQ_TEST_CUDA(cudaStreamSynchronize(stream.get()));
 }
 
-// Block scales with K % 128 != 0: tpq's GEMM takes them (sm_90a); cuBLASLt's block scaling does not, so with
-// TPQ_FP8_BLOCK_GEMM=cublaslt the forced scaled GEMM is kUnsupported, naming K. Both answers together say the switch
-// chooses the implementation.
+// Block scales with K % 128 != 0: cuBLASLt's block scaling refuses them, so by default tpq's GEMM takes them
+// (sm_90a), and with TPQ_FP8_BLOCK_GEMM=cublaslt the forced scaled GEMM is kUnsupported, naming K. Both answers
+// together say the switch chooses the implementation.
 TEST_F(Fp8CudaErrors, BlockScalesWithKNotAMultipleOf128RunOnlyOnTpqsGemm) {
   int device = 0, major = 0, minor = 0;
   TPQ_TEST_CUDA(cudaGetDevice(&device));
