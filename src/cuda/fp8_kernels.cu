@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <map>
+#include <mutex>
 
 #include "kernels/common/launch.cuh"
 #include "kernels/fp8/act_quant.cuh"
@@ -182,12 +184,23 @@ cudaError_t launch_fp8_act_quant(DenseType dtype, const kernels::Fp8ActQuantPara
 }
 
 bool fp8_block_gemm_built() {
-  int in_code = 0;
-  if (cudaMemcpyFromSymbol(&in_code, fp8_block_gemm_in_code, sizeof(int)) != cudaSuccess) {
+  // Asked once per device and process: the copy from the device synchronizes with the legacy default stream, which
+  // a context created while an engine runs should not do more than once.
+  static std::mutex mutex;
+  static std::map<int, bool> built;
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) {
     (void)cudaGetLastError();
     return false;
   }
-  return in_code == 1;
+  const std::lock_guard<std::mutex> lock(mutex);
+  if (const auto it = built.find(device); it != built.end()) return it->second;
+  int in_code = 0;
+  if (cudaMemcpyFromSymbol(&in_code, fp8_block_gemm_in_code, sizeof(int)) != cudaSuccess) {
+    (void)cudaGetLastError();
+    in_code = 0;
+  }
+  return built[device] = in_code == 1;
 }
 
 cudaError_t launch_fp8_block_gemm(DenseType dtype, const kernels::Fp8BlockGemmParams& p, int sm_count,

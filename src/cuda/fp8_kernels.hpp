@@ -20,7 +20,7 @@ cudaError_t launch_fp8_amax(DenseType dtype, const void* x, int64_t count, unsig
 // dtype: kBF16 or kF16.
 cudaError_t launch_fp8_act_quant(DenseType dtype, const kernels::Fp8ActQuantParams& p, cudaStream_t stream);
 // The block-scaled GEMM (kernels/fp8/block_gemm.cuh) is in the device code loaded for the current GPU (sm_90a
-// builds only). Copies one word from the device: ask once, not per call.
+// builds only), for the current device. The first call per device copies one word from it; later ones are cached.
 bool fp8_block_gemm_built();
 // dtype: kBF16 or kF16; p.m_pad % 4 == 0, p.k % 16 == 0, 16-byte aligned x_q, w and x_scales; the device code must
 // have the kernel (fp8_block_gemm_built) and the GPU the shared memory of fp8_block_gemm_smem_bytes(). One block
