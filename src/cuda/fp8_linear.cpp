@@ -153,7 +153,7 @@ const char* lt_block_refusal(const Context::CudaResources& res, const Fp8LinearA
 #endif
 }
 
-// How cuBLASLt would run `a` on this GPU, or why it cannot (in `why`).
+// How the scaled GEMM would run `a` on this GPU (cuBLASLt, or tpq's block GEMM), or why it cannot (in `why`).
 std::optional<ScaledPlan> scaled_plan(const Context& ctx, const Context::CudaResources& res, const Fp8LinearArgs& a,
                                       const char** why) {
   const auto refuse = [&](const char* reason) -> std::optional<ScaledPlan> {
