@@ -21,7 +21,8 @@
 // Measured on an H200 (benchmarks/results/2026-11-25-h200-fp8-block-gemm-s10.txt): 0.86-0.92x cuBLASLt's
 // BLK128x128 GEMM at M = 4096 (0.80-0.86x with 128 x 128 tiles), so cuBLASLt keeps the problems it takes and this
 // kernel runs those it refuses (K % 128 != 0: 1.2-2.2x the dequantize + bf16 GEMM it replaces). ncu: the tensor
-// pipe 55 % busy, L2 54 %, shared memory 60 %, the warps mostly waiting for their WGMMAs. Two block sums per
+// pipe 55 % busy, L2 54 %, L1/TEX (shared memory) 60 %, the WGMMA wait the largest single stall (15 % of the
+// samples). Two block sums per
 // thread (the next block's WGMMAs running while this one is promoted, with two warpgroups) made ptxas serialize
 // every WGMMA (C7514: accumulators read inside the pipeline stage), so it was not measured.
 #include <cuda.h>
@@ -128,7 +129,8 @@ __device__ __forceinline__ void store_pair(T* dst, float v0, float v1) {
   }
 }
 
-// The tile a block computes: row tiles grouped by kFp8GemmGroupM, column tiles fastest within a group's column.
+// The tile a block computes: row tiles in groups of kFp8GemmGroupM; within a group, its row tiles fastest, then
+// column tiles.
 struct TileOf {
   int m_tile, n_tile;
 };
@@ -214,7 +216,7 @@ __global__ void __launch_bounds__(kFp8GemmThreads, 1)
   const int row = 64 * g + 16 * (warp % 4) + lane / 4;  // within the tile
   T* const y = static_cast<T*>(p.y);
   const T* const bias = static_cast<const T*>(p.bias);
-  const bool pairs = p.n % 2 == 0;
+  const bool pairs = p.paired_stores != 0;
   uint32_t u = 0;
   for (int t = static_cast<int>(blockIdx.x); t < tiles; t += static_cast<int>(gridDim.x)) {
     const TileOf tile = tile_of(t, m_tiles, n_tiles);

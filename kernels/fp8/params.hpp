@@ -94,6 +94,7 @@ struct Fp8BlockGemmParams {
   int n;
   int k;                   // k % 16 == 0 (16-byte rows of x_q and w)
   int scale_ld;            // >= ceil(k / 128)
+  int paired_stores;       // 1: n even and y 4-byte aligned (two outputs per store)
 };
 
 // Dequantization to bf16 / f16 / f32 (dequant.cuh), for GPUs and shapes the FP8 paths do not take.

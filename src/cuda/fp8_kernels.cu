@@ -35,8 +35,12 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
     void* f = nullptr;
     cudaDriverEntryPointQueryResult q{};
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) != cudaSuccess ||
-        q != cudaDriverEntryPointSuccess) {
+#if CUDART_VERSION >= 12050
+    const cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q);
+#else
+    const cudaError_t e = cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &f, cudaEnableDefault, &q);
+#endif
+    if (e != cudaSuccess || q != cudaDriverEntryPointSuccess) {
       (void)cudaGetLastError();
       f = nullptr;
     }
@@ -184,8 +188,8 @@ cudaError_t launch_fp8_act_quant(DenseType dtype, const kernels::Fp8ActQuantPara
 }
 
 bool fp8_block_gemm_built() {
-  // Asked once per device and process: the copy from the device synchronizes with the legacy default stream, which
-  // a context created while an engine runs should not do more than once.
+  // Asked once per device and process, on a stream of its own (no synchronization with the legacy default stream);
+  // a failed query is not remembered, so a later context asks again.
   static std::mutex mutex;
   static std::map<int, bool> built;
   int device = 0;
@@ -195,10 +199,20 @@ bool fp8_block_gemm_built() {
   }
   const std::lock_guard<std::mutex> lock(mutex);
   if (const auto it = built.find(device); it != built.end()) return it->second;
-  int in_code = 0;
-  if (cudaMemcpyFromSymbol(&in_code, fp8_block_gemm_in_code, sizeof(int)) != cudaSuccess) {
+  cudaStream_t stream = nullptr;
+  if (cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) != cudaSuccess) {
     (void)cudaGetLastError();
-    in_code = 0;
+    return false;
+  }
+  int in_code = 0;
+  const bool copied =
+      cudaMemcpyFromSymbolAsync(&in_code, fp8_block_gemm_in_code, sizeof(int), 0, cudaMemcpyDeviceToHost, stream) ==
+          cudaSuccess &&
+      cudaStreamSynchronize(stream) == cudaSuccess;
+  (void)cudaStreamDestroy(stream);
+  if (!copied) {
+    (void)cudaGetLastError();
+    return false;
   }
   return built[device] = in_code == 1;
 }

@@ -125,8 +125,10 @@ const char* own_block_gemm_refusal(const Context::CudaResources& res, const Fp8L
   if (a.block_n != 128 || a.block_k != 128) return "tpq's block GEMM takes 128 x 128 weight blocks";
   if (a.act.scheme == Fp8ActScheme::kDynamicGroup && a.act.group != 128) return "1 x group activations, group != 128";
   if (a.k % 16 != 0) return "tpq's block GEMM needs K % 16 == 0";
-  if (a.m > std::numeric_limits<int>::max() - 3 || a.n > std::numeric_limits<int>::max() ||
-      a.k > std::numeric_limits<int>::max() || a.scale_ld > std::numeric_limits<int>::max())
+  // The kernel rounds M, N and K up to whole tiles in int.
+  constexpr int64_t kIntMax = std::numeric_limits<int>::max();
+  if (a.m > kIntMax - kernels::kFp8GemmTileM || a.n > kIntMax - kernels::kFp8GemmTileN ||
+      a.k > kIntMax - kernels::kFp8GemmTileK || a.scale_ld > kIntMax)
     return "M, N or K too large for tpq's block GEMM";
   const int64_t tiles = (a.m + kernels::kFp8GemmTileM - 1) / kernels::kFp8GemmTileM *
                         ((a.n + kernels::kFp8GemmTileN - 1) / kernels::kFp8GemmTileN);
@@ -345,18 +347,15 @@ void run_own_block_gemm(const Context& ctx, Context::CudaResources& res, const F
                                       .m_pad = static_cast<int>(plan.m_gemm),
                                       .n = static_cast<int>(a.n),
                                       .k = static_cast<int>(a.k),
-                                      .scale_ld = static_cast<int>(a.scale_ld)};
+                                      .scale_ld = static_cast<int>(a.scale_ld),
+                                      .paired_stores = a.n % 2 == 0 && pointer_alignment(a.y) >= 4 ? 1 : 0};
   TPQ_CUDA_CHECK(launch_fp8_block_gemm(dense_type(a.dtype), p, res.sm_count, stream));
 }
 
-// Runs the scaled GEMM; false when cuBLASLt refuses the problem (the caller falls back), with the reason in `why`
-// when it is known (a refusal cached by an earlier call has none).
-bool run_scaled_gemm(const Context& ctx, Context::CudaResources& res, const Fp8LinearArgs& a, const ScaledPlan& plan,
-                     cudaStream_t stream, std::string* why = nullptr) {
-  if (plan.own_block_gemm) {
-    run_own_block_gemm(ctx, res, a, plan, stream);
-    return true;
-  }
+// Runs the cuBLASLt GEMM; false when cuBLASLt refuses the problem, with the reason in `why` when it is known (a
+// refusal cached by an earlier call has none).
+bool run_lt_gemm(const Context& ctx, Context::CudaResources& res, const Fp8LinearArgs& a, const ScaledPlan& plan,
+                 cudaStream_t stream, std::string* why) {
   // The plan first: a refusal costs nothing but the (cached) heuristic query. A bias goes into the epilogue when
   // cuBLASLt takes it there, else it is added after.
   std::optional<Fp8Matmul> mm;
@@ -406,6 +405,19 @@ bool run_scaled_gemm(const Context& ctx, Context::CudaResources& res, const Fp8L
   return true;
 }
 
+// Runs the scaled GEMM; false when neither cuBLASLt nor tpq's block GEMM takes the problem (the caller falls back),
+// with cuBLASLt's reason in `why` when it is known. Block-scaled problems that cuBLASLt refuses only when asked (no
+// algorithm, or not supported at launch) go to tpq's block GEMM where it runs them.
+bool run_scaled_gemm(const Context& ctx, Context::CudaResources& res, const Fp8LinearArgs& a, const ScaledPlan& plan,
+                     cudaStream_t stream, std::string* why = nullptr) {
+  if (!plan.own_block_gemm && run_lt_gemm(ctx, res, a, plan, stream, why)) return true;
+  if (plan.own_block_gemm || (a.scale_kind == Fp8ScaleKind::kBlock && own_block_gemm_refusal(res, a) == nullptr)) {
+    run_own_block_gemm(ctx, res, a, plan, stream);
+    return true;
+  }
+  return false;
+}
+
 // --- Path 3: dequantize, then the dense GEMM.
 
 void run_dequant_gemm(const Context& ctx, Context::CudaResources& res, const Fp8LinearArgs& a, cudaStream_t stream) {
@@ -426,6 +438,14 @@ void run_dequant_gemm(const Context& ctx, Context::CudaResources& res, const Fp8
 }
 
 }  // namespace
+
+Fp8ScaledGemm cuda_fp8_scaled_gemm_plan(const Context& ctx, const Fp8LinearArgs& a) {
+  const Context::CudaResources& res = cuda_resources_of(ctx, "fp8 linear");
+  const char* why = nullptr;
+  const auto plan = scaled_plan(ctx, res, a, &why);
+  if (!plan) return Fp8ScaledGemm::kNone;
+  return plan->own_block_gemm ? Fp8ScaledGemm::kTpqBlock : Fp8ScaledGemm::kCublasLt;
+}
 
 Fp8Path cuda_fp8_auto_path(const Context& ctx, const Fp8LinearArgs& a) {
   const Context::CudaResources& res = cuda_resources_of(ctx, "fp8 linear");

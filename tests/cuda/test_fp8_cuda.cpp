@@ -29,6 +29,7 @@
 #include "tpq/core/context.hpp"
 #include "tpq/core/convert.hpp"
 #include "tpq/core/error.hpp"
+#include "tpq/detail/fp8_ops.hpp"
 #include "tpq/quant/fp8.hpp"
 
 namespace tpq::test {
@@ -180,6 +181,23 @@ TEST_P(Fp8CudaTest, MatchesTheCpuReferenceOfItsPath) {
   }
   TPQ_TEST_CUDA(cudaStreamSynchronize(stream.get()));
   const std::vector<float> got = y.to_floats();
+  if (c.path == Fp8Path::kScaledGemm && c.kind == Fp8ScaleKind::kBlock) {
+    // The GEMM that ran: tpq's where forced or where cuBLASLt's block scaling refuses K (an sm_90 GPU; the default
+    // build has sm_90a code), cuBLASLt otherwise. The plan reads pointers only for alignment and presence.
+    detail::Fp8LinearArgs args;
+    args.dtype = c.dtype;
+    args.m = c.m;
+    args.n = c.n;
+    args.k = c.k;
+    args.w = reinterpret_cast<const void*>(uintptr_t{256});
+    args.scale_kind = c.kind;
+    args.w_scale = args.w_scale_lt = reinterpret_cast<const float*>(uintptr_t{256});
+    args.scale_ld = (c.k + 127) / 128;
+    args.act = l.host.act;
+    const bool tpq_gemm = c.block_gemm != nullptr || c.k % 128 != 0;
+    EXPECT_EQ(detail::cuda_fp8_scaled_gemm_plan(ctx, args),
+              tpq_gemm ? detail::Fp8ScaledGemm::kTpqBlock : detail::Fp8ScaledGemm::kCublasLt);
+  }
 
   ref::Fp8WeightView w{.codes = l.codes.data(), .scale = l.scales.data(), .kind = c.kind, .n = c.n, .k = c.k,
                        .scale_ld = c.kind == Fp8ScaleKind::kBlock ? (c.k + 127) / 128 : 0};
@@ -428,6 +446,36 @@ TEST_F(Fp8CudaErrors, ForcedPathsThatCannotRunAreUnsupported) {
     EXPECT_NE(std::string(e.what()).find("weight-only"), std::string::npos) << e.what();
   }
   TPQ_TEST_CUDA(cudaStreamSynchronize(stream.get()));
+}
+
+// tpq's block GEMM stores two outputs at a time only where y is 4-byte aligned: an engine's output buffer at an odd
+// 2-byte offset must get the same values, element by element, as an aligned one.
+TEST_F(Fp8CudaErrors, BlockGemmWritesAnOutputAtAnOddTwoByteOffset) {
+  int device = 0, major = 0, minor = 0;
+  TPQ_TEST_CUDA(cudaGetDevice(&device));
+  TPQ_TEST_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  TPQ_TEST_CUDA(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  if (major != 9 || minor != 0) GTEST_SKIP() << "tpq's block GEMM runs on sm_90a";
+  std::mt19937_64 rng(3);
+  const Fp8Case c{Fp8ScaleKind::kBlock, Fp8ActScheme::kDynamicGroup, false, DType::BF16, 70, 256, 400,
+                  Fp8Path::kScaledGemm, true};
+  const Layer l = random_layer(c, rng);
+  const auto layer = std::make_shared<Fp8Linear>(on_device(l.host, Device::cuda(device)));
+  std::uniform_real_distribution<float> xd(-1.0f, 1.0f);
+  std::vector<float> xv(static_cast<size_t>(c.m * c.k));
+  for (float& v : xv) v = xd(rng);
+  const Tensor x = Tensor::from_floats(xv, {c.m, c.k}, c.dtype).to(Device::cuda(device));
+  Stream stream;
+  const Context ctx = Context::cuda(device, stream.get());
+  const Tensor aligned = layer->forward_path(x, ctx, Fp8Path::kScaledGemm);
+  const Tensor buffer = Tensor::zeros({c.m * c.n + 1}, c.dtype, Device::cuda(device));
+  Tensor odd = Tensor::from_blob(static_cast<char*>(buffer.data()) + 2, {c.m, c.n}, c.dtype, Device::cuda(device));
+  layer->forward_into(x, odd, ctx, Fp8Path::kScaledGemm);
+  TPQ_TEST_CUDA(cudaStreamSynchronize(stream.get()));
+  const std::vector<float> want = aligned.to_floats(), got = odd.to_floats();
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(got[i], want[i]) << "element " << i;
+  EXPECT_EQ(buffer.to_floats()[0], 0.0f) << "the element before y was written";
 }
 
 // Block scales with K % 128 != 0: cuBLASLt's block scaling refuses them, so by default tpq's GEMM takes them

@@ -34,6 +34,11 @@ struct Fp8LinearArgs {
 // A forced path that cannot run these arguments on this GPU is kUnsupported, naming why.
 void cuda_fp8_linear(const Context& ctx, const Fp8LinearArgs& args, Fp8Path path = Fp8Path::kAuto);
 
+// Which GEMM kScaledGemm plans for `args` on ctx's GPU, before asking cuBLASLt for an algorithm (tests, benchmarks):
+// none (the path cannot run them), cuBLASLt, or tpq's block-scaled WGMMA kernel (kernels/fp8/block_gemm.cuh).
+enum class Fp8ScaledGemm { kNone, kCublasLt, kTpqBlock };
+Fp8ScaledGemm cuda_fp8_scaled_gemm_plan(const Context& ctx, const Fp8LinearArgs& args);
+
 // The path kAuto picks before asking cuBLASLt (which may still refuse, sending the call to kDequantGemm).
 Fp8Path cuda_fp8_auto_path(const Context& ctx, const Fp8LinearArgs& args);
 
