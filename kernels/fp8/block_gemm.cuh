@@ -18,7 +18,7 @@
 // sixth less traffic from L2 per output; their accumulators (two fragments of 64 floats per thread) fit in 160
 // registers, which setmaxnreg moves from the producer warpgroup (24).
 //
-// Measured on an H200 (benchmarks/results/2026-11-25-h200-fp8-block-gemm-s10.txt): 0.86-0.92x cuBLASLt's
+// Measured on an H200 (benchmarks/results/2026-11-25-h200-fp8-block-gemm-s10.txt): 0.81-0.92x cuBLASLt's
 // BLK128x128 GEMM at M = 4096 (0.80-0.86x with 128 x 128 tiles), so cuBLASLt keeps the problems it takes and this
 // kernel runs those it refuses (K % 128 != 0: 1.2-2.2x the dequantize + bf16 GEMM it replaces). ncu: the tensor
 // pipe 55 % busy, L2 54 %, L1/TEX (shared memory) 60 %, the WGMMA wait the largest single stall (15 % of the
