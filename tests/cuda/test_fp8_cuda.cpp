@@ -448,14 +448,19 @@ TEST_F(Fp8CudaErrors, ForcedPathsThatCannotRunAreUnsupported) {
   TPQ_TEST_CUDA(cudaStreamSynchronize(stream.get()));
 }
 
+bool is_sm90(int device) {
+  int major = 0, minor = 0;
+  return cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
+         cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess && major == 9 &&
+         minor == 0;
+}
+
 // tpq's block GEMM stores two outputs at a time only where y is 4-byte aligned: an engine's output buffer at an odd
 // 2-byte offset must get the same values, element by element, as an aligned one.
 TEST_F(Fp8CudaErrors, BlockGemmWritesAnOutputAtAnOddTwoByteOffset) {
-  int device = 0, major = 0, minor = 0;
+  int device = 0;
   TPQ_TEST_CUDA(cudaGetDevice(&device));
-  TPQ_TEST_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  TPQ_TEST_CUDA(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
-  if (major != 9 || minor != 0) GTEST_SKIP() << "tpq's block GEMM runs on sm_90a";
+  if (!is_sm90(device)) GTEST_SKIP() << "tpq's block GEMM runs on sm_90a";
   std::mt19937_64 rng(3);
   const Fp8Case c{Fp8ScaleKind::kBlock, Fp8ActScheme::kDynamicGroup, false, DType::BF16, 70, 256, 400,
                   Fp8Path::kScaledGemm, true};
@@ -482,11 +487,9 @@ TEST_F(Fp8CudaErrors, BlockGemmWritesAnOutputAtAnOddTwoByteOffset) {
 // (sm_90a), and with TPQ_FP8_BLOCK_GEMM=cublaslt the forced scaled GEMM is kUnsupported, naming K. Both answers
 // together say the switch chooses the implementation.
 TEST_F(Fp8CudaErrors, BlockScalesWithKNotAMultipleOf128RunOnlyOnTpqsGemm) {
-  int device = 0, major = 0, minor = 0;
+  int device = 0;
   TPQ_TEST_CUDA(cudaGetDevice(&device));
-  TPQ_TEST_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  TPQ_TEST_CUDA(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
-  if (major != 9 || minor != 0) GTEST_SKIP() << "tpq's block GEMM runs on sm_90a";
+  if (!is_sm90(device)) GTEST_SKIP() << "tpq's block GEMM runs on sm_90a";
   std::mt19937_64 rng(2);
   const Fp8Case c{Fp8ScaleKind::kBlock, Fp8ActScheme::kDynamicGroup, false, DType::BF16, 64, 256, 400,
                   Fp8Path::kScaledGemm, false};
