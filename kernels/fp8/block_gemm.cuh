@@ -285,7 +285,7 @@ __global__ void __launch_bounds__(kFp8GemmThreads, 1)
   (void)w_map;
   (void)x_scale_map;
   (void)p;
-  __trap();  // the host launches this kernel only where fp8_block_gemm_built says the code has it
+  __trap();  // the host launches this kernel only where fp8_block_gemm_prepare says the code has it
 #endif
 }
 

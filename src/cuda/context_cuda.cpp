@@ -51,12 +51,11 @@ Context::CudaResources::CudaResources(int dev, size_t ws_bytes) : device(dev), w
   const char* clusters = std::getenv("TPQ_GEMV_CLUSTERS");
   gemv_clusters = cc_major >= 9 && (clusters == nullptr || std::string_view(clusters) != "0") &&
                   detail::gemv_code_has_clusters();
-  TPQ_CUDA_CHECK(cudaDeviceGetAttribute(&max_smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   const char* block_gemm = std::getenv("TPQ_FP8_BLOCK_GEMM");
   if (block_gemm != nullptr && std::string_view(block_gemm) == "tpq") fp8_block_gemm_choice = BlockGemmChoice::kTpq;
   if (block_gemm != nullptr && std::string_view(block_gemm) == "cublaslt")
     fp8_block_gemm_choice = BlockGemmChoice::kCublasLt;
-  fp8_block_gemm = cc_major == 9 && cc_minor == 0 && detail::fp8_block_gemm_built();
+  fp8_block_gemm = cc_major == 9 && cc_minor == 0 && detail::fp8_block_gemm_prepare();
 
   cublasLtHandle_t handle = nullptr;
   TPQ_CUBLAS_CHECK(cublasLtCreate(&handle));

@@ -146,8 +146,7 @@ struct Context::CudaResources {
   // it does not (K % 128 != 0). "tpq": tpq's kernel wherever it runs; "cublaslt": never tpq's kernel.
   enum class BlockGemmChoice { kAuto, kTpq, kCublasLt };
   BlockGemmChoice fp8_block_gemm_choice = BlockGemmChoice::kAuto;
-  bool fp8_block_gemm = false;  // tpq's kernel is in the loaded code (sm_90a) and the GPU is an sm_90
-  int max_smem_optin = 0;  // bytes of shared memory a block may opt in to
+  bool fp8_block_gemm = false;  // tpq's kernel can run here: sm_90 GPU, sm_90a code (fp8_block_gemm_prepare)
 };
 
 }  // namespace tpq

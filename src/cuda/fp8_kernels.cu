@@ -23,7 +23,7 @@ namespace tpq::detail {
 
 namespace {
 
-// 1 in device code built with the block-scaled GEMM (sm_90a), read by fp8_block_gemm_built().
+// 1 in device code built with the block-scaled GEMM (sm_90a), read by fp8_block_gemm_prepare().
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 __device__ int fp8_block_gemm_in_code = 1;
 #else
@@ -82,11 +82,7 @@ cudaError_t launch_block_gemm_typed(const kernels::Fp8BlockGemmParams& p, int sm
                                  kFp8GemmTileM, CU_TENSOR_MAP_SWIZZLE_NONE);
       e != cudaSuccess)
     return e;
-  const size_t smem = fp8_block_gemm_smem_bytes();
-  if (cudaError_t e = cudaFuncSetAttribute(fp8_block_gemm_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(smem));
-      e != cudaSuccess)
-    return e;
+  const size_t smem = fp8_block_gemm_smem_bytes();  // allowed by fp8_block_gemm_prepare
   const int64_t tiles = int64_t{(p.m + kFp8GemmTileM - 1) / kFp8GemmTileM} * ((p.n + kFp8GemmTileN - 1) / kFp8GemmTileN);
   const unsigned blocks = static_cast<unsigned>(std::clamp<int64_t>(tiles, 1, sm_count));  // persistent
   return launch_kernel(fp8_block_gemm_kernel<T>, dim3(blocks), dim3(kFp8GemmThreads), smem,
@@ -187,9 +183,9 @@ cudaError_t launch_fp8_act_quant(DenseType dtype, const kernels::Fp8ActQuantPara
   }
 }
 
-bool fp8_block_gemm_built() {
-  // Asked once per device and process, on a stream of its own (no synchronization with the legacy default stream);
-  // a failed query is not remembered, so a later context asks again.
+bool fp8_block_gemm_prepare() {
+  // Once per device and process, on a stream of its own (no synchronization with the legacy default stream); a
+  // failure is not remembered, so a later context tries again.
   static std::mutex mutex;
   static std::map<int, bool> built;
   int device = 0;
@@ -214,7 +210,16 @@ bool fp8_block_gemm_built() {
     (void)cudaGetLastError();
     return false;
   }
-  return built[device] = in_code == 1;
+  // The kernel's shared memory, beyond the default 48 KB: more than this GPU allows fails here.
+  const int smem = static_cast<int>(kernels::fp8_block_gemm_smem_bytes());
+  const bool ready =
+      in_code == 1 &&
+      cudaFuncSetAttribute(kernels::fp8_block_gemm_kernel<__nv_bfloat16>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           smem) == cudaSuccess &&
+      cudaFuncSetAttribute(kernels::fp8_block_gemm_kernel<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           smem) == cudaSuccess;
+  if (!ready) (void)cudaGetLastError();
+  return built[device] = ready;
 }
 
 cudaError_t launch_fp8_block_gemm(DenseType dtype, const kernels::Fp8BlockGemmParams& p, int sm_count,

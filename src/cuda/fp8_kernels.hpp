@@ -19,12 +19,12 @@ cudaError_t launch_fp8_amax(DenseType dtype, const void* x, int64_t count, unsig
                             cudaStream_t stream);
 // dtype: kBF16 or kF16.
 cudaError_t launch_fp8_act_quant(DenseType dtype, const kernels::Fp8ActQuantParams& p, cudaStream_t stream);
-// The block-scaled GEMM (kernels/fp8/block_gemm.cuh) is in the device code loaded for the current GPU (sm_90a
-// builds only), for the current device. The first call per device copies one word from it; later ones are cached.
-bool fp8_block_gemm_built();
-// dtype: kBF16 or kF16; p.m_pad % 4 == 0, p.k % 16 == 0, 16-byte aligned x_q, w and x_scales; the device code must
-// have the kernel (fp8_block_gemm_built) and the GPU the shared memory of fp8_block_gemm_smem_bytes(). One block
-// per SM (sm_count) at most.
+// Whether the block-scaled GEMM (kernels/fp8/block_gemm.cuh) can run on the current device: its device code is
+// loaded (sm_90a builds only) and the kernel is allowed the shared memory it takes. The first successful call per
+// device copies one word from it and sets the kernel's attribute; later calls answer from a cache.
+bool fp8_block_gemm_prepare();
+// dtype: kBF16 or kF16; p.m_pad % 4 == 0, p.k % 16 == 0, 16-byte aligned x_q, w and x_scales; only where
+// fp8_block_gemm_prepare said true. One block per SM (sm_count) at most.
 cudaError_t launch_fp8_block_gemm(DenseType dtype, const kernels::Fp8BlockGemmParams& p, int sm_count,
                                   cudaStream_t stream);
 // dtype: kBF16, kF16 or kF32 (of p.out).

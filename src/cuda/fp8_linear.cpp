@@ -117,14 +117,12 @@ struct ScaledPlan {
   bool own_block_gemm = false;  // kernels/fp8/block_gemm.cuh instead of cuBLASLt
 };
 
-// Why tpq's block-scaled GEMM cannot run `a` on this context's GPU, or nullptr.
+// Why tpq's block-scaled GEMM cannot run `a` on this context's GPU, or nullptr. For problems scaled_plan has
+// checked: 128 x 128 weight blocks, 1 x 128 activation groups (or coarser), K % 16 == 0.
 const char* own_block_gemm_refusal(const Context::CudaResources& res, const Fp8LinearArgs& a) {
-  if (!res.fp8_block_gemm) return "tpq's block GEMM needs sm_90a code on an sm_90 GPU";
+  if (!res.fp8_block_gemm) return "tpq's block GEMM needs sm_90a code on an sm_90 GPU (H100, H200)";
   if (res.fp8_block_gemm_choice == Context::CudaResources::BlockGemmChoice::kCublasLt)
     return "TPQ_FP8_BLOCK_GEMM=cublaslt";
-  if (a.block_n != 128 || a.block_k != 128) return "tpq's block GEMM takes 128 x 128 weight blocks";
-  if (a.act.scheme == Fp8ActScheme::kDynamicGroup && a.act.group != 128) return "1 x group activations, group != 128";
-  if (a.k % 16 != 0) return "tpq's block GEMM needs K % 16 == 0";
   // The kernel rounds M, N and K up to whole tiles in int.
   constexpr int64_t kIntMax = std::numeric_limits<int>::max();
   if (a.m > kIntMax - kernels::kFp8GemmTileM || a.n > kIntMax - kernels::kFp8GemmTileN ||
@@ -133,20 +131,16 @@ const char* own_block_gemm_refusal(const Context::CudaResources& res, const Fp8L
   const int64_t tiles = (a.m + kernels::kFp8GemmTileM - 1) / kernels::kFp8GemmTileM *
                         ((a.n + kernels::kFp8GemmTileN - 1) / kernels::kFp8GemmTileN);
   if (tiles > std::numeric_limits<int>::max()) return "too many output tiles for tpq's block GEMM";
-  if (kernels::fp8_block_gemm_smem_bytes() > static_cast<size_t>(res.max_smem_optin))
-    return "the GPU's shared memory per block is too small for tpq's block GEMM";
   return nullptr;
 }
 
-// Why cuBLASLt's block scaling cannot run `a` on this GPU, or nullptr.
+// Why cuBLASLt's block scaling cannot run `a` on this GPU, or nullptr. For problems scaled_plan has checked, as
+// own_block_gemm_refusal's.
 const char* lt_block_refusal(const Context::CudaResources& res, const Fp8LinearArgs& a) {
 #if CUBLAS_VERSION >= 120900
   if (res.cc_major != 9) return "128x128 block scales run on cuBLASLt only on sm_90";
-  if (a.block_n != 128 || a.block_k != 128) return "cuBLASLt block scaling is 128 x 128 only";
   if (a.k % 128 != 0) return "cuBLASLt block scaling here needs K % 128 == 0";
   if (a.w_scale_lt == nullptr) return "the padded block scales were not prepared";
-  if (a.act.scheme == Fp8ActScheme::kDynamicGroup && a.act.group != 128)
-    return "1 x group activations with a group other than 128";
   return nullptr;
 #else
   (void)res;
@@ -200,6 +194,9 @@ std::optional<ScaledPlan> scaled_plan(const Context& ctx, const Context::CudaRes
       plan.act_layout = Fp8ScaleLayout::kPerRow;
       return plan;
     case Fp8ScaleKind::kBlock: {
+      if (a.block_n != 128 || a.block_k != 128) return refuse("block-scaled FP8 GEMMs take 128 x 128 weight blocks");
+      if (a.act.scheme == Fp8ActScheme::kDynamicGroup && a.act.group != 128)
+        return refuse("1 x group activations with a group other than 128");
       const char* own = own_block_gemm_refusal(res, a);
       const char* lt = lt_block_refusal(res, a);
       plan.act_layout = Fp8ScaleLayout::kGrouped;

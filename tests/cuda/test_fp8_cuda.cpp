@@ -53,7 +53,8 @@ std::string case_name(const Fp8Case& c) {
   std::ostringstream s;
   s << fp8_path_name(c.path) << "_" << fp8_scale_kind_name(c.kind) << "_" << fp8_act_scheme_name(c.act)
     << (c.ue8m0 ? "_ue8m0" : "") << "_" << dtype_name(c.dtype) << "_m" << c.m << "_n" << c.n << "_k" << c.k
-    << (c.bias ? "_bias" : "") << (c.fast_accum ? "" : "_promoted") << (c.block_gemm ? std::string("_") + c.block_gemm : "");
+    << (c.bias ? "_bias" : "") << (c.fast_accum ? "" : "_promoted")
+    << (c.block_gemm ? std::string("_") + c.block_gemm : "");
   std::string out = s.str();
   std::replace(out.begin(), out.end(), '-', '_');
   return out;
