@@ -631,6 +631,15 @@ Tensor GptqLinear::forward(const Tensor& x, const Context& ctx) const {
   return y.reshape(output_shape(x));
 }
 
+#ifdef TPQ_WITH_CUDA
+detail::WoqPath detail::cuda_gptq_path(const Context& ctx, const QuantMethod& layer, int64_t m) {
+  const auto* gptq = dynamic_cast<const GptqLinear*>(&layer);
+  TPQ_CHECK(gptq != nullptr && gptq->device().is_cuda(), kInvalidArgument,
+            "cuda_gptq_path: not a GPTQ-family layer on a GPU");
+  return woq_path(ctx, gptq->dtype(), device_view(gptq->weights()), m);
+}
+#endif
+
 void GptqLinear::forward_into(const Tensor& x, Tensor& y, const Context& ctx) const {
   const int64_t m = x.ndim() == 2 ? x.dim(0) : -1, n = out_features(), k = in_features();
   TPQ_CHECK(x.ndim() == 2 && x.dim(1) == k && y.ndim() == 2 && y.dim(0) == m && y.dim(1) == n, kShape,

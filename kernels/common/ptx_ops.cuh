@@ -91,6 +91,38 @@ __device__ __forceinline__ void prefetch_l2_bulk(const void* p, uint32_t bytes) 
 #endif
 }
 
+// Asynchronous copies global -> shared (sm_80+): kBytes (4, 8 or 16) from `src` to `dst` (both kBytes-aligned), or
+// kBytes of zeros when `valid` is false (the source is then not read, but must still be a valid address). 16-byte
+// copies bypass L1 (.cg); smaller ones go through it (.ca, the only mode PTX allows for them). A thread's copies
+// form groups (cp_async_commit); cp_async_wait<N>() waits until at most N of its groups are pending.
+template <int kBytes>
+__device__ __forceinline__ void cp_async(void* dst, const void* src, bool valid) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  const uint32_t src_bytes = valid ? kBytes : 0;
+  if constexpr (kBytes == 16) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(src_bytes) : "memory");
+  } else {
+    static_assert(kBytes == 4 || kBytes == 8, "cp.async copies 4, 8 or 16 bytes");
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;" ::"r"(d), "l"(src), "n"(kBytes), "r"(src_bytes)
+                 : "memory");
+  }
+#elif defined(__CUDA_ARCH__)
+  __trap();  // cp.async needs sm_80; the host never launches its users there
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
+#endif
+}
+
 // Programmatic dependent launch (sm_90+). A kernel launched with the programmatic-serialization attribute may
 // start before the previous kernel on the stream has finished; pdl_wait() blocks until that kernel's writes are
 // visible, so everything the previous kernel may write (activations, outputs, scratch) is touched only after it.

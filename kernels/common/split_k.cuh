@@ -20,7 +20,9 @@
 
 namespace tpq::kernels {
 
-template <int kThreads, int kValues, class Store>
+// kClusters = false leaves the cluster path (and its shared memory) out of the kernel: for callers that never launch
+// as a cluster.
+template <int kThreads, int kValues, bool kClusters = true, class Store>
 __device__ __forceinline__ void finish_tile(const float (&v)[kValues], const bool (&active)[kValues],
                                             const int (&mi)[kValues], const int (&ni)[kValues], const SplitK& sk,
                                             int tile, int split, int m, int n, Store store) {
@@ -33,25 +35,27 @@ __device__ __forceinline__ void finish_tile(const float (&v)[kValues], const boo
       if (active[i]) store(v[i], i);
     return;
   }
-  if (sk.cluster) {
+  if constexpr (kClusters) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    namespace cg = cooperative_groups;
-    __shared__ float mine[kValues][kThreads];
+    if (sk.cluster) {
+      namespace cg = cooperative_groups;
+      __shared__ float mine[kValues][kThreads];
 #pragma unroll
-    for (int i = 0; i < kValues; ++i) mine[i][threadIdx.x] = v[i];
-    const cg::cluster_group cluster = cg::this_cluster();
-    cluster.sync();  // every block's sums written (release / acquire across the cluster)
-    if (cluster.block_rank() == 0) {
+      for (int i = 0; i < kValues; ++i) mine[i][threadIdx.x] = v[i];
+      const cg::cluster_group cluster = cg::this_cluster();
+      cluster.sync();  // every block's sums written (release / acquire across the cluster)
+      if (cluster.block_rank() == 0) {
 #pragma unroll
-      for (int i = 0; i < kValues; ++i) {
-        if (!active[i]) continue;
-        float sum = v[i];
-        for (int r = 1; r < splits; ++r) sum += cluster.map_shared_rank(&mine[i][threadIdx.x], r)[0];
-        store(sum, i);
+        for (int i = 0; i < kValues; ++i) {
+          if (!active[i]) continue;
+          float sum = v[i];
+          for (int r = 1; r < splits; ++r) sum += cluster.map_shared_rank(&mine[i][threadIdx.x], r)[0];
+          store(sum, i);
+        }
       }
+      cluster.sync();  // the other blocks' shared memory stays until the first has read it
+      return;
     }
-    cluster.sync();  // the other blocks' shared memory stays until the first has read it
-    return;
 #endif
     // Code built for an older architecture, run on a cluster-capable GPU (the host checks the loaded code, this is
     // the fallback): the global protocol below, whose scratch the host always passes.

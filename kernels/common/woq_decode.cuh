@@ -113,6 +113,20 @@ struct PairDecoder {
     }
   }
 
+  // The same from a pair field (Traits::pair_field: codes in the low kBits of each half, anything above them): the
+  // mask and the magic exponent in one LOP3.
+  static __device__ __forceinline__ uint32_t apply_field(uint32_t field, const Column& c) {
+    constexpr uint32_t kMask = ((1u << kBits) - 1u) * 0x00010001u;
+    if constexpr (kMagic) {
+      const uint32_t v = and_or(field, kMask, kMagicBits);
+      const T2 w = __hmul2(__hsub2(reinterpret_cast<const T2&>(v), reinterpret_cast<const T2&>(c.zero)),
+                           reinterpret_cast<const T2&>(c.scale));
+      return reinterpret_cast<const uint32_t&>(w);
+    } else {
+      return apply(field & kMask, c);
+    }
+  }
+
   // One code to the output type (the dequantize kernel), with the same rounding.
   static __device__ __forceinline__ float value(uint32_t code, uint32_t zero, float scale) {
     return static_cast<float>(static_cast<int>(code) - static_cast<int>(zero)) * scale;

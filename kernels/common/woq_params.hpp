@@ -31,6 +31,36 @@ struct WoqGemvParams {
   int quads;            // 32-column quads per block (blockIdx.x covers 32 · quads columns)
 };
 
+// GEMM for mid-size M (woq_gemm.cuh): a block of kWoqGemmWarps warps covers kWoqGemmRows rows of M (blockIdx.x)
+// and kWoqGemmCols output columns (blockIdx.y; each warp kWoqGemmQuads 32-column quads), over one split of K
+// (blockIdx.z). Its parameters are WoqGemvParams with m the whole M and steps_per_split a multiple of a stage.
+inline constexpr int kWoqGemmWarps = 8;
+inline constexpr int kWoqGemmQuads = 1;
+inline constexpr int kWoqGemmCols = kWoqGemmWarps * kWoqGemmQuads * kWoqTileCols;  // 256
+inline constexpr int kWoqGemmMTiles = 4;                                          // 8-row MMA tiles of M
+inline constexpr int kWoqGemmRows = 8 * kWoqGemmMTiles;                            // 32
+inline constexpr int kWoqGemmStages = 3;                                           // shared-memory ring
+
+// One stage of the GEMM's ring for a packing of `codes` codes in `words` words per column and block: 16 blocks of
+// codes (4 steps; 3-bit: 4 blocks, one step) of the block's 256 columns, the matching rows of x, and the zero
+// points and scales of the groups its steps enter. Rows are padded so that the warps' shared-memory reads of one
+// step hit distinct banks (woq_gemm.cuh).
+struct WoqGemmStage {
+  int codes;
+  int words;
+  constexpr int blocks() const { return words == 1 ? 16 : 4; }
+  constexpr int steps() const { return blocks() / 4; }
+  constexpr int rows() const { return blocks() * codes; }  // rows of K
+  constexpr int w_row_bytes() const { return kWoqGemmCols * 4 + 32; }
+  constexpr int w_bytes() const { return blocks() * words * w_row_bytes(); }
+  constexpr int x_row_bytes() const { return rows() * 2 + (codes == 8 ? 64 : codes == 4 ? 32 : 16); }
+  constexpr int x_bytes() const { return kWoqGemmRows * x_row_bytes(); }
+  static constexpr int kMetaBytes = kWoqGemmCols * 3;  // zero points (1 byte) and scales (2 bytes) of one group
+  constexpr int meta_bytes() const { return steps() * kMetaBytes; }
+  constexpr int bytes() const { return w_bytes() + x_bytes() + meta_bytes() + 16; }  // + the steps' group indices
+  constexpr int smem_bytes() const { return kWoqGemmStages * bytes(); }
+};
+
 // Dequantization to a dense [n, k] weight: W[c, col(r)] for every stored row r.
 struct WoqDequantParams {
   const uint32_t* qweight;

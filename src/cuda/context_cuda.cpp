@@ -2,12 +2,14 @@
 // src/context.cpp holds the CPU half (and stubs for these functions when tpq is built without CUDA).
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <string_view>
 
 #include "src/cuda/cuda_resources.hpp"
 #include "src/cuda/fp8_kernels.hpp"
+#include "src/cuda/woq_kernels.hpp"
 #include "tpq/core/context.hpp"
 #include "tpq/detail/cuda_check.hpp"
 
@@ -56,6 +58,10 @@ Context::CudaResources::CudaResources(int dev, size_t ws_bytes) : device(dev), w
   if (block_gemm != nullptr && std::string_view(block_gemm) == "cublaslt")
     fp8_block_gemm_choice = BlockGemmChoice::kCublasLt;
   fp8_block_gemm = cc_major == 9 && cc_minor == 0 && detail::fp8_block_gemm_prepare();
+  const char* woq_gemm_env = std::getenv("TPQ_WOQ_GEMM");
+  if (woq_gemm_env != nullptr && std::string_view(woq_gemm_env) == "1") woq_gemm_choice = WoqGemmChoice::kMid;
+  if (woq_gemm_env != nullptr && std::string_view(woq_gemm_env) == "always") woq_gemm_choice = WoqGemmChoice::kAlways;
+  woq_gemm = cc_major >= 8 && detail::woq_gemm_prepare();
 
   cublasLtHandle_t handle = nullptr;
   TPQ_CUBLAS_CHECK(cublasLtCreate(&handle));
@@ -70,8 +76,12 @@ Context::CudaResources::CudaResources(int dev, size_t ws_bytes) : device(dev), w
   // Allocated here, once, so the forward path never allocates: counters for every tile count that may split,
   // and room for the largest split-K partial sums ([splits][m <= 16][n < 16 * sm_count]).
   gemv_max_tiles = sm_count;
-  gemv_partial_floats = static_cast<size_t>(detail::kGemvMaxSplits) * detail::kGemvMaxM *
-                        static_cast<size_t>(gemv_max_tiles) * 16;
+  // The GPTQ GEMM splits only when its tiles (32 x 256) are fewer than the SMs, into at most ceil(SMs / tiles)
+  // splits: its partial sums stay under 2 · SMs · 32 · 256 floats.
+  gemv_partial_floats = std::max(static_cast<size_t>(detail::kGemvMaxSplits) * detail::kGemvMaxM *
+                                     static_cast<size_t>(gemv_max_tiles) * 16,
+                                 size_t{2} * static_cast<size_t>(sm_count) * kernels::kWoqGemmRows *
+                                     kernels::kWoqGemmCols);
   const size_t counter_bytes = (static_cast<size_t>(gemv_max_tiles) * sizeof(unsigned) + 255) / 256 * 256;
   const size_t scratch_bytes = counter_bytes + gemv_partial_floats * sizeof(float);
   void* scratch = nullptr;

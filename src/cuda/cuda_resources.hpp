@@ -147,6 +147,13 @@ struct Context::CudaResources {
   enum class BlockGemmChoice { kAuto, kTpq, kCublasLt };
   BlockGemmChoice fp8_block_gemm_choice = BlockGemmChoice::kAuto;
   bool fp8_block_gemm = false;  // tpq's kernel can run here: sm_90 GPU, sm_90a code (fp8_block_gemm_prepare)
+  // The mid-M GEMM of the GPTQ-family layers (kernels/common/woq_gemm.cuh; TPQ_WOQ_GEMM at creation). kOff (unset,
+  // "0"): the GEMV up to 16 rows, in passes up to 64, then dequantize + cuBLASLt; the GEMM measured slower than those
+  // on most Llama shapes (benchmarks/results/README.md, eleventh session), so it is opt-in for now. kMid ("1"): the
+  // GEMM for 16 < M <= 512 where it takes the shape. kAlways ("always"): at every M it takes (tests).
+  enum class WoqGemmChoice { kOff, kMid, kAlways };
+  WoqGemmChoice woq_gemm_choice = WoqGemmChoice::kOff;
+  bool woq_gemm = false;  // it can run here: sm_80+, its shared memory allowed (woq_gemm_prepare)
 };
 
 }  // namespace tpq

@@ -1,13 +1,18 @@
 // woq_linear and woq_dequantize (src/cuda/woq_ops.hpp): the CUDA path of the GPTQ-family layers.
 //
-// Chosen per call on the host, with no device synchronization; temporaries come from ctx.empty (stream-ordered,
-// recorded by graph capture):
-//  1. M <= kWoqGemvMaxM, bf16/f16, shapes the GEMV takes: the weight-only GEMV (kernels/common/woq_gemv.cuh), in
-//     passes of 16 rows of M. Act-order weights (rows sorted by group, perm set) first gather x's columns by perm.
-//  2. Otherwise (prefill, f32, odd shapes): dequantize the whole weight to the activation dtype into a temporary
-//     and run the dense path (tpq::detail::cuda_linear: cuBLASLt, bias fused).
-// Between the two, a GEMV pass re-reads the packed weight (mostly from L2) while the dense path writes and reads
-// a bf16 copy four times its size, so passes win up to a few dozen rows: kWoqGemvMaxM.
+// Chosen per call on the host (woq_path), with no device synchronization; temporaries come from ctx.empty
+// (stream-ordered, recorded by graph capture):
+//  1. kGemv: M <= 16 (kWoqGemvPassRows), bf16/f16, shapes the GEMV takes: the weight-only GEMV
+//     (kernels/common/woq_gemv.cuh).
+//  2. kGemm, when asked for (TPQ_WOQ_GEMM=1; measured slower than the other two on most shapes so far):
+//     16 < M <= kWoqGemmMaxM, shapes the mid-M GEMM takes (kernels/common/woq_gemm.cuh): the packed weight read
+//     once per 32 rows of M, decoded in registers, tensor-core MMAs.
+//  3. kDequantGemm: otherwise (prefill, f32, odd shapes): dequantize the whole weight to the activation dtype into
+//     a temporary and run the dense path (tpq::detail::cuda_linear: cuBLASLt, bias fused).
+// Without the GEMM (the default, or a shape it does not take) the GEMV runs in passes of 16 rows up to
+// kWoqGemvMaxM: a pass re-reads the packed weight (mostly from L2) while the dense path writes and reads a bf16
+// copy four times its size. Act-order weights (rows sorted by group, perm set) first gather x's columns by perm
+// for the GEMV and the GEMM.
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -26,8 +31,11 @@ namespace tpq::detail {
 
 namespace {
 
-// Rows of M up to which the GEMV (in passes of kWoqGemvPassRows) runs instead of dequantize + cuBLASLt.
+// Rows of M up to which the GEMV (in passes of kWoqGemvPassRows) runs instead of dequantize + cuBLASLt, where the
+// GEMM does not run.
 constexpr int64_t kWoqGemvMaxM = 64;
+// Rows of M up to which the GEMM runs instead of dequantize + cuBLASLt.
+constexpr int64_t kWoqGemmMaxM = 512;
 
 bool aligned(const void* p, uintptr_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; }
 
@@ -56,6 +64,19 @@ bool gemv_fits(const WoqWeights& w, DType dtype, const void* x, int64_t m) {
   return aligned(x, x_align) && aligned(w.qweight, 16) && aligned(w.scales, 8) && aligned(w.zeros, 4);
 }
 
+// Whether every step (4 blocks of codes) lies in one group, as the grouped GEMV and the GEMM need: sorted
+// act-order rows are padded to whole steps (tpq/quant/gptq.hpp), plain groups must be whole steps and a power of
+// two, or there is one group.
+bool steps_in_one_group(const WoqWeights& w);
+
+// Whether the GEMM takes this problem (x: the activations it will read, after any gather).
+bool gemm_fits(const WoqWeights& w, DType dtype, const void* x) {
+  if (dtype != DType::BF16 && dtype != DType::F16) return false;
+  if (w.n < 4 || w.n % 4 != 0 || w.rows < 8 || w.rows % 8 != 0 || !steps_in_one_group(w)) return false;
+  if (w.n > INT_MAX / 2 || w.rows > INT_MAX / 2 || w.groups * w.n > INT_MAX) return false;
+  return aligned(x, 16) && aligned(w.qweight, 16) && aligned(w.scales, 8) && aligned(w.zeros, 4);
+}
+
 // log2(g) for a power of two, else -1.
 int shift_of(int64_t g) {
   if (g <= 0 || (g & (g - 1)) != 0) return -1;
@@ -64,14 +85,22 @@ int shift_of(int64_t g) {
   return s;
 }
 
+bool steps_in_one_group(const WoqWeights& w) {
+  const int codes = kernels::gptq::PackLayout{w.bits}.block_codes();
+  return w.g_idx != nullptr || w.group_size >= w.rows ||
+         (w.group_size % (4 * codes) == 0 && shift_of(w.group_size) >= 0);
+}
+
+// group_shift of the kernels' parameters: 31 for one group over the rows.
+int group_shift_of(const WoqWeights& w) {
+  return w.group_size >= w.rows ? 31 : shift_of(std::min<int64_t>(w.group_size, w.rows));
+}
+
 void launch_gemv(Context::CudaResources& res, DType dtype, const WoqWeights& w, const void* x, const void* bias,
                  void* y, int64_t m, cudaStream_t stream) {
-  const int codes = kernels::gptq::PackLayout{w.bits}.block_codes();
-  // The grouped GEMV needs every step (4 blocks of codes) in one group: sorted act-order rows are padded to whole
-  // steps (tpq/quant/gptq.hpp), plain groups must be whole steps and a power of two, or there is one group.
-  const bool grouped = w.g_idx != nullptr || w.group_size >= w.rows ||
-                       (w.group_size % (4 * codes) == 0 && shift_of(w.group_size) >= 0);
+  const bool grouped = steps_in_one_group(w);
   const int64_t group_size = std::min<int64_t>(w.group_size, w.rows);
+  const int codes = kernels::gptq::PackLayout{w.bits}.block_codes();
   const int steps = static_cast<int>((w.rows / codes + 3) / 4);
   const size_t es = dtype_size(dtype);
   const DenseType dense = dense_type(dtype);
@@ -112,11 +141,57 @@ void launch_gemv(Context::CudaResources& res, DType dtype, const WoqWeights& w, 
                                    .n = static_cast<int>(w.n),
                                    .rows = static_cast<int>(w.rows),
                                    .group_size = static_cast<int>(group_size),
-                                   .group_shift = w.group_size >= w.rows ? 31 : shift_of(group_size),
+                                   .group_shift = group_shift_of(w),
                                    .steps_per_split = split.per_split,
                                    .quads = quads};
     TPQ_CUDA_CHECK(launch_woq_gemv(w.bits, dense, p, grouped, stream, pdl_enabled(res)));
   }
+}
+
+// The GEMM over all m rows: 32 x 256 output tiles, and as many splits of K as bring the blocks up to about one per
+// SM where the tiles alone leave SMs idle (each split at least two stages long; one counter per tile, so at most
+// the context's counters of tiles), meeting through the context's f32 partial sums (a graph-captured allocation
+// per call measured several microseconds).
+void launch_gemm(Context::CudaResources& res, DType dtype, const WoqWeights& w, const void* x,
+                 const void* bias, void* y, int64_t m, cudaStream_t stream) {
+  const int codes = kernels::gptq::PackLayout{w.bits}.block_codes();
+  const int steps = static_cast<int>((w.rows / codes + 3) / 4);
+  const int stage_steps = woq_gemm_stage_steps(w.bits);
+  const int stages = (steps + stage_steps - 1) / stage_steps;
+  const int64_t tiles = (m + kernels::kWoqGemmRows - 1) / kernels::kWoqGemmRows *
+                        ((w.n + kernels::kWoqGemmCols - 1) / kernels::kWoqGemmCols);
+  int wanted = 1;
+  if (tiles < res.sm_count && tiles <= res.gemv_max_tiles)
+    wanted = std::min(static_cast<int>((res.sm_count + tiles - 1) / tiles), std::max(1, stages / 2));
+  // The context's scratch (sized for these splits) and counters; never a cluster.
+  GemvSplit split = plan_gemv_split(res, wanted, stages, m, w.n);
+  split.split_k.cluster = false;
+  const kernels::WoqGemvParams p{.x = x,
+                                 .qweight = w.qweight,
+                                 .zeros = w.zeros,
+                                 .scales = w.scales,
+                                 .g_idx = w.g_idx,
+                                 .bias = bias,
+                                 .y = y,
+                                 .split_k = split.split_k,
+                                 .m = static_cast<int>(m),
+                                 .n = static_cast<int>(w.n),
+                                 .rows = static_cast<int>(w.rows),
+                                 .group_size = static_cast<int>(std::min<int64_t>(w.group_size, w.rows)),
+                                 .group_shift = group_shift_of(w),
+                                 .steps_per_split = split.per_split * stage_steps,
+                                 .quads = kernels::kWoqGemmQuads};
+  TPQ_CUDA_CHECK(launch_woq_gemm(w.bits, dense_type(dtype), p, stream, pdl_enabled(res)));
+}
+
+// Which kernel runs m rows of x (the activations the kernel reads: after any gather, null for "aligned").
+WoqPath plan(const Context::CudaResources& res, DType dtype, const WoqWeights& w, const void* x, int64_t m) {
+  using Choice = Context::CudaResources::WoqGemmChoice;
+  const bool gemm = res.woq_gemm && res.woq_gemm_choice != Choice::kOff && m <= INT_MAX && gemm_fits(w, dtype, x);
+  if (gemm && (res.woq_gemm_choice == Choice::kAlways || (m > kWoqGemvPassRows && m <= kWoqGemmMaxM)))
+    return WoqPath::kGemm;
+  if (gemv_fits(w, dtype, x, m)) return WoqPath::kGemv;
+  return WoqPath::kDequantGemm;
 }
 
 void launch_dequant(DType dtype, const WoqWeights& w, void* out, cudaStream_t stream) {
@@ -144,7 +219,9 @@ void woq_linear(const Context& ctx, DType dtype, const WoqWeights& w, const void
   CudaDeviceGuard guard(res.device);
   const auto stream = static_cast<cudaStream_t>(ctx.stream());
 
-  if (m <= kWoqGemvMaxM && (dtype == DType::BF16 || dtype == DType::F16)) {
+  // A gathered x comes from ctx.empty: aligned.
+  const WoqPath path = plan(res, dtype, w, w.perm != nullptr ? nullptr : x, m);
+  if (path != WoqPath::kDequantGemm) {
     Tensor gathered;
     const void* xs = x;
     if (w.perm != nullptr) {
@@ -153,15 +230,22 @@ void woq_linear(const Context& ctx, DType dtype, const WoqWeights& w, const void
       TPQ_CUDA_CHECK(launch_woq_gather(dense_type(dtype), gp, res.sm_count, stream));
       xs = gathered.data();
     }
-    if (gemv_fits(w, dtype, xs, m)) {
+    if (path == WoqPath::kGemm) {
+      launch_gemm(res, dtype, w, xs, bias, y, m, stream);
+    } else {
       launch_gemv(res, dtype, w, xs, bias, y, m, stream);
-      return;  // `gathered` is released on the stream, after the GEMV
     }
+    return;  // `gathered` is released on the stream, after the kernel
   }
-  // Prefill (and whatever the GEMV does not take): dequantize, then the dense path.
+  // Prefill (and whatever the GEMV and the GEMM do not take): dequantize, then the dense path.
   const Tensor dense = ctx.empty({w.n, w.k}, dtype);
   launch_dequant(dtype, w, dense.data(), stream);
   cuda_linear(ctx, dtype, x, dense.data(), bias, y, m, w.n, w.k);
+}
+
+WoqPath woq_path(const Context& ctx, DType dtype, const WoqWeights& w, int64_t m) {
+  check_weights(w, "quantized linear");
+  return plan(cuda_resources_of(ctx, "quantized linear"), dtype, w, nullptr, m);
 }
 
 void woq_dequantize(const Context& ctx, DType dtype, const WoqWeights& w, void* out) {

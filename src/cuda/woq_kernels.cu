@@ -9,6 +9,7 @@
 
 #include "kernels/common/launch.cuh"
 #include "kernels/common/woq_dequant.cuh"
+#include "kernels/common/woq_gemm.cuh"
 #include "kernels/common/woq_gemv.cuh"
 #include "kernels/gptq/kernel_traits.cuh"
 #include "src/cuda/woq_kernels.hpp"
@@ -118,6 +119,24 @@ int blocks_per_sm_for_bits(int bits, int m, bool grouped, int quads) {
 
 bool known_bits(int bits) { return bits == 2 || bits == 3 || bits == 4 || bits == 8; }
 
+template <int kBits, typename T, bool kActOrder>
+auto gemm_kernel() {
+  return kernels::woq_gemm_kernel<kernels::gptq::KernelTraits<kBits>, T, kActOrder>;
+}
+
+template <int kBits>
+constexpr int gemm_smem_bytes() {
+  using Traits = kernels::gptq::KernelTraits<kBits>;
+  return kernels::WoqGemmStage{Traits::kCodes, Traits::kWords}.smem_bytes();
+}
+
+// Calls f.template operator()<T, kActOrder>() for every dtype and act-order flag of the GEMM.
+template <class F>
+bool for_each_gemm_config(F&& f) {
+  return f.template operator()<__nv_bfloat16, false>() && f.template operator()<__nv_bfloat16, true>() &&
+         f.template operator()<__half, false>() && f.template operator()<__half, true>();
+}
+
 template <int kBits, typename T>
 cudaError_t launch_dequant_typed(const kernels::WoqDequantParams& p, cudaStream_t stream) {
   using Traits = kernels::gptq::KernelTraits<kBits>;
@@ -171,6 +190,51 @@ int woq_gemv_blocks_per_sm(int bits, DenseType dtype, int m, bool grouped, int q
   if (!gemv_config_exists(bits, m, grouped, quads)) return 1;
   return dtype == DenseType::kF16 ? blocks_per_sm_for_bits<__half>(bits, m, grouped, quads)
                                   : blocks_per_sm_for_bits<__nv_bfloat16>(bits, m, grouped, quads);
+}
+
+bool woq_gemm_prepare() {
+  bool ok = true;
+  for (int bits : {2, 3, 4, 8}) {
+    ok = ok && with_bits(bits, [&]<int kBits>() {
+      return for_each_gemm_config([&]<typename T, bool kActOrder>() {
+        return cudaFuncSetAttribute(gemm_kernel<kBits, T, kActOrder>(), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    gemm_smem_bytes<kBits>()) == cudaSuccess;
+      });
+    });
+  }
+  if (!ok) (void)cudaGetLastError();
+  return ok;
+}
+
+int woq_gemm_stage_steps(int bits) {
+  const kernels::gptq::PackLayout layout{bits};
+  return kernels::WoqGemmStage{layout.block_codes(), layout.block_words()}.steps();
+}
+
+cudaError_t launch_woq_gemm(int bits, DenseType dtype, const kernels::WoqGemvParams& p, cudaStream_t stream,
+                            bool pdl) {
+  if (!known_bits(bits) || p.m < 1 || p.n < 4 || p.n % 4 != 0 || p.rows % 8 != 0 ||
+      p.steps_per_split % woq_gemm_stage_steps(bits) != 0 || p.split_k.cluster)
+    return cudaErrorInvalidValue;
+  const dim3 grid(static_cast<unsigned>((p.m + kernels::kWoqGemmRows - 1) / kernels::kWoqGemmRows),
+                  static_cast<unsigned>((p.n + kernels::kWoqGemmCols - 1) / kernels::kWoqGemmCols),
+                  static_cast<unsigned>(p.split_k.splits));
+  const kernels::LaunchOptions options{.pdl = pdl};
+  const bool act_order = p.g_idx != nullptr;
+  return with_bits(bits, [&]<int kBits>() {
+    const auto launch = [&]<typename T>() {
+      return act_order ? kernels::launch_kernel(gemm_kernel<kBits, T, true>(), grid, dim3(kernels::kWoqGemmWarps * 32),
+                                                gemm_smem_bytes<kBits>(), stream, options, p)
+                       : kernels::launch_kernel(gemm_kernel<kBits, T, false>(), grid,
+                                                dim3(kernels::kWoqGemmWarps * 32), gemm_smem_bytes<kBits>(), stream,
+                                                options, p);
+    };
+    switch (dtype) {
+      case DenseType::kBF16: return launch.template operator()<__nv_bfloat16>();
+      case DenseType::kF16: return launch.template operator()<__half>();
+      default: return cudaErrorInvalidValue;
+    }
+  });
 }
 
 cudaError_t launch_woq_dequant(int bits, DenseType dtype, const kernels::WoqDequantParams& p, cudaStream_t stream) {

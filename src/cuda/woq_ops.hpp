@@ -5,6 +5,7 @@
 
 #include "tpq/core/context.hpp"
 #include "tpq/core/dtype.hpp"
+#include "tpq/detail/gptq_ops.hpp"
 
 namespace tpq::detail {
 
@@ -27,6 +28,8 @@ struct WoqWeights {
 // y[m, n] = x[m, k] · Wᵀ (+ bias[n]), all of `dtype` (BF16, F16 or F32), on ctx's stream; temporaries from ctx.empty.
 void woq_linear(const Context& ctx, DType dtype, const WoqWeights& w, const void* x, const void* bias, void* y,
                 int64_t m);
+// The kernel woq_linear runs for m rows of 16-byte aligned activations.
+WoqPath woq_path(const Context& ctx, DType dtype, const WoqWeights& w, int64_t m);
 // out[n, k] = W in `dtype`, on ctx's stream.
 void woq_dequantize(const Context& ctx, DType dtype, const WoqWeights& w, void* out);
 

@@ -1,6 +1,8 @@
 // GPTQ-family layers on CUDA against the CPU reference (tpq/quant/gptq.hpp, kernels/gptq/reference.hpp): the
-// weight-only GEMV (M <= 64, in passes of 16 rows, split-K on narrow outputs), the dequantize kernel (bit-exact with
-// the CPU), and the prefill path (dequantize + cuBLASLt) for M in {1, 3, 8, 16, 64, 512}, Llama-ish shapes and odd
+// weight-only GEMV (M <= 16, split-K on narrow outputs; in passes of 16 rows up to 64), the mid-M GEMM (opt-in,
+// TPQ_WOQ_GEMM=1 for M 17..512; forced with TPQ_WOQ_GEMM=always at every M it takes, split-K where tiles are few), the
+// dequantize kernel (bit-exact with the CPU), and the prefill path (dequantize + cuBLASLt) for M in
+// {1, 3, 8, 16, 17, 40, 64, 512}, Llama-ish shapes and odd
 // multiples of the group size, every bit width, sym/asym, group -1 and act-order (rows sorted and padded on the
 // device, x gathered). Fresh random data each run; every allocation the forward makes is poisoned with NaN bytes;
 // NaN never passes. Row-parallel act-order shards loaded straight onto the GPU match their CPU twins.
@@ -20,6 +22,7 @@
 
 #include "kernels/gptq/reference.hpp"
 #include "tests/cuda/cuda_test.hpp"
+#include "tpq/detail/gptq_ops.hpp"
 #include "tpq/core/context.hpp"
 #include "tpq/quant/gptq.hpp"
 #include "tpq/quant/registry.hpp"
@@ -34,8 +37,10 @@ struct Spec {
   bool sym;
   bool act_order;
   bool bias;
-  std::vector<int64_t> ms = {};  // the M the GEMV/prefill test runs; empty: 1, 3, 8, 16, 64, 512
+  std::vector<int64_t> ms = {};  // the M the GEMV/prefill test runs; empty: kDefaultMs
 };
+
+const std::vector<int64_t> kDefaultMs = {1, 3, 8, 16, 17, 40, 64, 512};
 
 std::string spec_name(const Spec& s);
 void PrintTo(const Spec& s, std::ostream* os) { *os << spec_name(s); }
@@ -140,6 +145,15 @@ std::pair<QuantMethodPtr, QuantMethodPtr> cpu_and_gpu(const Spec& s, DType dtype
                std::string(dtype_name(dtype)) + " m=" + std::to_string(m));
 }
 
+// A context on `stream` whose GPTQ layers run the mid-M GEMM (TPQ_WOQ_GEMM read at creation): "1" for M 17..512,
+// "always" at every M it takes.
+Context gemm_context(cudaStream_t stream, const char* choice = "1") {
+  EXPECT_EQ(setenv("TPQ_WOQ_GEMM", choice, 1), 0);
+  Context ctx = Context::cuda(0, stream, std::make_shared<PoisonAllocator>());
+  EXPECT_EQ(unsetenv("TPQ_WOQ_GEMM"), 0);
+  return ctx;
+}
+
 class GptqCuda : public CudaTestWithParam<Spec> {
  protected:
   void SetUp() override {
@@ -168,7 +182,7 @@ TEST_P(GptqCuda, GemvDequantizeAndPrefillMatchTheCpuReference) {
     const Tensor wd = gpu->dequantize_weight(*ctx_);
     EXPECT_EQ(host_values(wd, *ctx_), cpu->dequantize_weight(Context::cpu()).to_doubles())
         << dtype_name(dtype) << " dequantize";
-    for (int64_t m : s.ms.empty() ? std::vector<int64_t>{1, 3, 8, 16, 64, 512} : s.ms) {
+    for (int64_t m : s.ms.empty() ? kDefaultMs : s.ms) {
       if (m == 512 && s.n * s.k > (int64_t{1} << 24)) continue;  // keep the float64 reference quick
       EXPECT_TRUE(forward_matches(*cpu, *gpu, m, dtype, rng, *ctx_));
     }
@@ -208,38 +222,40 @@ TEST_P(GptqCuda, QweightOrderRoundTrips) {
   }
 }
 
-// The decode GEMV adds the partial sums of a tile (its warps', and its split-K blocks') in a fixed order: the same
-// input gives the same bits, launch after launch.
+// The decode GEMV and the GEMM add the partial sums of a tile (its warps', and its split-K blocks') in a fixed order:
+// the same input gives the same bits, launch after launch.
 TEST_P(GptqCuda, DecodeIsBitwiseRepeatable) {
   std::mt19937_64 rng(fresh_seed());
   const int64_t k = GetParam().k;
+  const Context ctx = gemm_context(stream_);  // m = 40: the GEMM
   const QuantMethodPtr gpu = deserialize_linear(random_layer(GetParam(), DType::BF16, rng)->serialize(), Device::cuda(0));
-  for (int64_t m : {1, 16}) {
+  for (int64_t m : {1, 16, 40}) {
     const Tensor xd = random_x(m, k, DType::BF16, rng).to(Device::cuda(0));
-    const std::vector<double> first = host_values(gpu->forward(xd, *ctx_), *ctx_);
+    const std::vector<double> first = host_values(gpu->forward(xd, ctx), ctx);
     for (int i = 0; i < 3; ++i)
-      EXPECT_EQ(host_values(gpu->forward(xd, *ctx_), *ctx_), first) << "m=" << m << ", launch " << i + 2;
+      EXPECT_EQ(host_values(gpu->forward(xd, ctx), ctx), first) << "m=" << m << ", launch " << i + 2;
   }
 }
 
 TEST_P(GptqCuda, GraphCaptureReplaysTheDecodePath) {
   const Spec& s = GetParam();
   std::mt19937_64 rng(fresh_seed());
+  const Context ctx = gemm_context(stream_);  // m = 40: the GEMM
   const QuantMethodPtr cpu = random_layer(s, DType::BF16, rng);
   const QuantMethodPtr gpu = deserialize_linear(cpu->serialize(), Device::cuda(0));
-  for (int64_t m : {1, 3}) {
+  for (int64_t m : {1, 3, 40}) {  // 40: the GEMM (split K on narrow layers)
     const Tensor x = random_x(m, s.k, DType::BF16, rng);
     const Tensor xd = x.to(Device::cuda(0));
-    (void)gpu->forward(xd, *ctx_);  // warm-up outside the capture
+    (void)gpu->forward(xd, ctx);  // warm-up outside the capture
     ASSERT_EQ(cudaStreamSynchronize(stream_), cudaSuccess);
     // The output lives outside the graph (a graph that allocates its own output cannot be replayed while the
     // output is alive); the forward's temporaries (the gathered x of act-order) are allocated and freed inside it.
-    Tensor y = ctx_->empty({m, s.n}, DType::BF16);
+    Tensor y = ctx.empty({m, s.n}, DType::BF16);
     const auto& layer = dynamic_cast<const GptqLinear&>(*gpu);
     cudaGraph_t graph = nullptr;
     ASSERT_EQ(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), cudaSuccess);
     try {
-      layer.forward_into(xd, y, *ctx_);
+      layer.forward_into(xd, y, ctx);
     } catch (...) {
       (void)cudaStreamEndCapture(stream_, &graph);
       throw;
@@ -248,9 +264,42 @@ TEST_P(GptqCuda, GraphCaptureReplaysTheDecodePath) {
     cudaGraphExec_t exec = nullptr;
     ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
     for (int i = 0; i < 3; ++i) ASSERT_EQ(cudaGraphLaunch(exec, stream_), cudaSuccess);
-    EXPECT_TRUE(close(host_values(y, *ctx_), reference(x, *cpu), DType::BF16, "graph m=" + std::to_string(m)));
+    EXPECT_TRUE(close(host_values(y, ctx), reference(x, *cpu), DType::BF16, "graph m=" + std::to_string(m)));
     (void)cudaGraphExecDestroy(exec);
     (void)cudaGraphDestroy(graph);
+  }
+}
+
+// Whether the mid-M GEMM takes a spec (restated from kernels/common/woq_gemm.cuh's requirements): N a multiple of
+// 4, stored rows a multiple of 8, and every GEMV step (4 blocks of codes) inside one group: one group, a power-of-two
+// group of whole steps, or act-order (rows sorted and padded to whole steps on the device).
+bool gemm_takes(const Spec& s) {
+  const int64_t step_rows = 4 * kernels::gptq::PackLayout{s.bits}.block_codes();
+  const bool one_group_per_step = s.act_order || s.group <= 0 || s.group >= s.k ||
+                                  (s.group % step_rows == 0 && (s.group & (s.group - 1)) == 0);
+  return s.n % 4 == 0 && (s.act_order || s.k % 8 == 0) && one_group_per_step;
+}
+
+// The GEMM at every M it takes (TPQ_WOQ_GEMM=always), against the CPU reference: one and several 32-row tiles of
+// M, partial ones, and the small M the GEMV otherwise runs. Where it does not take a spec, the plan says so.
+TEST_P(GptqCuda, GemmMatchesTheCpuReferenceAtEveryM) {
+  const Spec& s = GetParam();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const Context ctx = gemm_context(stream_, "always");
+  for (DType dtype : {DType::BF16, DType::F16}) {
+    const auto [cpu, gpu] = cpu_and_gpu(s, dtype, rng);
+    for (int64_t m : {1, 3, 16, 33, 100}) {
+      const detail::WoqPath path = detail::cuda_gptq_path(ctx, *gpu, m);
+      if (!gemm_takes(s)) {
+        EXPECT_NE(path, detail::WoqPath::kGemm) << "m=" << m;
+        continue;
+      }
+      EXPECT_EQ(path, detail::WoqPath::kGemm) << "m=" << m;
+      if (m == 100 && s.n * s.k > (int64_t{1} << 24)) continue;  // keep the float64 reference quick
+      EXPECT_TRUE(forward_matches(*cpu, *gpu, m, dtype, rng, ctx));
+    }
   }
 }
 
@@ -313,6 +362,36 @@ const std::vector<Spec> kSpecs = {
 
 INSTANTIATE_TEST_SUITE_P(Shapes, GptqCuda, ::testing::ValuesIn(kSpecs),
                          [](const ::testing::TestParamInfo<Spec>& i) { return spec_name(i.param); });
+
+// Which kernel each M goes to by default (the GEMV up to 16 rows, in passes up to 64, then dequantize + cuBLASLt),
+// with the GEMM asked for (TPQ_WOQ_GEMM=1: the GEMM for 17..512 rows), and for a group the GEMM does not take (96
+// rows: not a power of two).
+TEST(GptqCudaPlan, EachMGoesToItsKernel) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937_64 rng(fresh_seed());
+  const auto gpu_layer = [&](const Spec& s) {
+    return deserialize_linear(random_layer(s, DType::BF16, rng)->serialize(), Device::cuda(0));
+  };
+  const QuantMethodPtr g128 = gpu_layer({4, 4096, 4096, 128, true, false, false});
+  const QuantMethodPtr g96 = gpu_layer({4, 264, 1440, 96, false, false, false});
+  using detail::WoqPath;
+  {
+    const Context ctx = Context::cuda(0);
+    for (int64_t m : {1, 16, 17, 64}) EXPECT_EQ(detail::cuda_gptq_path(ctx, *g128, m), WoqPath::kGemv) << m;
+    for (int64_t m : {65, 512}) EXPECT_EQ(detail::cuda_gptq_path(ctx, *g128, m), WoqPath::kDequantGemm) << m;
+  }
+  ASSERT_EQ(setenv("TPQ_WOQ_GEMM", "1", 1), 0);
+  const Context on = Context::cuda(0);
+  ASSERT_EQ(unsetenv("TPQ_WOQ_GEMM"), 0);
+  for (int64_t m : {1, 8, 16}) EXPECT_EQ(detail::cuda_gptq_path(on, *g128, m), WoqPath::kGemv) << m;
+  for (int64_t m : {17, 64, 65, 512}) EXPECT_EQ(detail::cuda_gptq_path(on, *g128, m), WoqPath::kGemm) << m;
+  for (int64_t m : {513, 4096}) EXPECT_EQ(detail::cuda_gptq_path(on, *g128, m), WoqPath::kDequantGemm) << m;
+  for (int64_t m : {17, 64}) EXPECT_EQ(detail::cuda_gptq_path(on, *g96, m), WoqPath::kGemv) << m;
+  EXPECT_EQ(detail::cuda_gptq_path(on, *g96, 65), WoqPath::kDequantGemm);
+  // Not a GPTQ-family layer on a GPU: a clear error.
+  EXPECT_THROW((void)detail::cuda_gptq_path(on, *random_layer({4, 64, 256, 128, true, false, false}, DType::BF16, rng), 1),
+               Error);
+}
 
 // Act-order + row parallel: a rank's K slice refers to scattered groups, and the device form pads each group's
 // rows to whole blocks. Loaded straight onto the GPU from the fixtures, it must match the same shard on the CPU.
