@@ -97,6 +97,17 @@ struct PairDecoder {
     return c;
   }
 
+  // The decoders of 4 adjacent columns from their zero points (one byte each, as loaded: 4 in a word) and their
+  // scales (two T per word).
+  static __device__ __forceinline__ void columns(uint32_t zeros, uint2 scales, Column (&cols)[4]) {
+    const uint32_t sw[2] = {scales.x, scales.y};
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const uint16_t sb = static_cast<uint16_t>(sw[c >> 1] >> (16 * (c & 1)));
+      cols[c] = column((zeros >> (8 * c)) & 0xFFu, reinterpret_cast<const T&>(sb));
+    }
+  }
+
   // The pair of weights, as T2 bits.
   static __device__ __forceinline__ uint32_t apply(uint32_t pair, const Column& c) {
     if constexpr (kMagic) {

@@ -53,8 +53,6 @@ __global__ void __launch_bounds__(kWoqGemmWarps * 32, 2) woq_gemm_kernel(const W
   constexpr WoqGemmStage kStage{kCodes, kWords};
   constexpr int kSteps = kStage.steps();
   constexpr int kStepRows = 4 * kCodes;
-  constexpr int kStepRowsLog2 = kStepRows == 16 ? 4 : kStepRows == 32 ? 5 : kStepRows == 64 ? 6 : 7;
-  static_assert((1 << kStepRowsLog2) == kStepRows, "steps of 16, 32, 64 or 128 rows");
   static_assert(kStage.w_bytes() % 16 == 0 && kStage.x_bytes() % 16 == 0 && kStage.meta_bytes() % 16 == 0,
                 "16-byte aligned regions");
   extern __shared__ __align__(16) unsigned char smem[];
@@ -70,7 +68,6 @@ __global__ void __launch_bounds__(kWoqGemmWarps * 32, 2) woq_gemm_kernel(const W
   const int split_begin = static_cast<int>(blockIdx.z) * p.steps_per_split;
   const int split_end = min(steps, split_begin + p.steps_per_split);
   const int stages = (split_end - split_begin + kSteps - 1) / kSteps;
-  const int step_shift = p.group_shift - kStepRowsLog2;
   const T* x = static_cast<const T*>(p.x);
   const T* scales = static_cast<const T*>(p.scales);
 
@@ -80,11 +77,20 @@ __global__ void __launch_bounds__(kWoqGemmWarps * 32, 2) woq_gemm_kernel(const W
   const auto meta_of = [&](int s) { return x_of(s) + kStage.x_bytes(); };
   const auto gid_of = [&](int s) { return reinterpret_cast<int*>(meta_of(s) + kStage.meta_bytes()); };
 
-  const auto group_of = [&](int step) -> int {
-    if constexpr (kActOrder) {
-      return __ldg(p.g_idx + static_cast<int64_t>(step) * kStepRows);
-    } else {
-      return step >> step_shift;
+  const woq_detail::StepGroups<kCodes, kActOrder> group_of(p);
+
+  // kRows rows of kChunksPerRow 16-byte chunks into `dst` (rows `row_bytes` apart), each thread its share:
+  // source(row, chunk, ok) gives a chunk's address and whether it exists (else zeros are written).
+  const auto copy_rows = [&]<int kRows, int kChunksPerRow>(unsigned char* dst, int row_bytes, const auto& source) {
+    constexpr int kChunks = kRows * kChunksPerRow;
+    static_assert(kChunks % kThreads == 0, "whole rounds of copies");
+#pragma unroll
+    for (int r = 0; r < kChunks / kThreads; ++r) {
+      const int c = threadIdx.x + r * kThreads;
+      const int row = c / kChunksPerRow, chunk = c % kChunksPerRow;
+      bool ok = false;
+      const void* src = source(row, chunk, ok);
+      cp_async<16>(dst + row * row_bytes + chunk * 16, src, ok);
     }
   };
 
@@ -93,19 +99,13 @@ __global__ void __launch_bounds__(kWoqGemmWarps * 32, 2) woq_gemm_kernel(const W
   const auto load_weights = [&](int si, int slot) {
     const int step0 = split_begin + si * kSteps;
     constexpr int kChunksPerRow = kWoqGemmCols / 4;
-    constexpr int kChunks = kStage.blocks() * kWords * kChunksPerRow;
-    static_assert(kChunks % kThreads == 0, "whole rounds of copies");
-    unsigned char* w_smem = w_of(slot);
-#pragma unroll
-    for (int r = 0; r < kChunks / kThreads; ++r) {
-      const int c = threadIdx.x + r * kThreads;
-      const int row = c / kChunksPerRow, chunk = c % kChunksPerRow;
-      const int block = step0 * 4 + row / kWords, word = row % kWords;
-      const int col = n0 + 4 * chunk;
-      const bool ok = block < blocks && col < n;
-      const uint32_t* src = p.qweight + (static_cast<int64_t>(block) * kWords + word) * n + col;
-      cp_async<16>(w_smem + row * kStage.w_row_bytes() + chunk * 16, ok ? src : p.qweight, ok);
-    }
+    copy_rows.template operator()<kStage.blocks() * kWords, kChunksPerRow>(
+        w_of(slot), kStage.w_row_bytes(), [&](int row, int chunk, bool& ok) -> const void* {
+          const int block = step0 * 4 + row / kWords, word = row % kWords;
+          const int col = n0 + 4 * chunk;
+          ok = block < blocks && col < n;
+          return ok ? p.qweight + (static_cast<int64_t>(block) * kWords + word) * n + col : p.qweight;
+        });
     // Meta: a group's zero points (threads 0..63: 4 columns each) and scales (64..127) for every step that enters
     // a group the step before it (in this stage) was not in.
     static_assert(kThreads >= 2 * kChunksPerRow, "one meta copy per thread");
@@ -136,19 +136,12 @@ __global__ void __launch_bounds__(kWoqGemmWarps * 32, 2) woq_gemm_kernel(const W
   // x's rows of the block for stage `si` (after the wait): zeros past m and past the stored rows.
   const auto load_x = [&](int si, int slot) {
     const int k0 = (split_begin + si * kSteps) * kStepRows;
-    constexpr int kChunksPerRow = kStage.rows() * 2 / 16;
-    constexpr int kChunks = kWoqGemmRows * kChunksPerRow;
-    static_assert(kChunks % kThreads == 0, "whole rounds of copies");
-    unsigned char* x_smem = x_of(slot);
-#pragma unroll
-    for (int r = 0; r < kChunks / kThreads; ++r) {
-      const int c = threadIdx.x + r * kThreads;
-      const int row = c / kChunksPerRow, chunk = c % kChunksPerRow;
-      const int k = k0 + 8 * chunk;
-      const bool ok = m0 + row < m && k < rows;
-      const T* src = x + static_cast<int64_t>(m0 + row) * rows + k;
-      cp_async<16>(x_smem + row * kStage.x_row_bytes() + chunk * 16, ok ? src : x, ok);
-    }
+    copy_rows.template operator()<kWoqGemmRows, kStage.rows() * 2 / 16>(
+        x_of(slot), kStage.x_row_bytes(), [&](int row, int chunk, bool& ok) -> const void* {
+          const int k = k0 + 8 * chunk;
+          ok = m0 + row < m && k < rows;
+          return ok ? x + static_cast<int64_t>(m0 + row) * rows + k : x;
+        });
   };
 
   float acc[kQuads][kMTiles][2][4] = {};
@@ -173,14 +166,8 @@ __global__ void __launch_bounds__(kWoqGemmWarps * 32, 2) woq_gemm_kernel(const W
 #pragma unroll
         for (int qd = 0; qd < kQuads; ++qd) {
           const int cl = lane_col + qd * kWoqTileCols;
-          const uint32_t z4 = *reinterpret_cast<const uint32_t*>(mrow + cl);
-          const uint2 s4 = *reinterpret_cast<const uint2*>(mrow + kWoqGemmCols + 2 * cl);
-          const uint32_t sw[2] = {s4.x, s4.y};
-#pragma unroll
-          for (int c = 0; c < 4; ++c) {
-            const uint16_t sb = static_cast<uint16_t>(sw[c >> 1] >> (16 * (c & 1)));
-            cols[qd][c] = Decoder::column((z4 >> (8 * c)) & 0xFFu, reinterpret_cast<const T&>(sb));
-          }
+          Decoder::columns(*reinterpret_cast<const uint32_t*>(mrow + cl),
+                           *reinterpret_cast<const uint2*>(mrow + kWoqGemmCols + 2 * cl), cols[qd]);
         }
       }
       const int block = 4 * i + t;  // within the stage

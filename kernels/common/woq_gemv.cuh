@@ -106,6 +106,28 @@ __device__ __forceinline__ void x_operands(const uint32_t (&xr)[kColTiles][kCode
   }
 }
 
+// The group of a step (4 blocks of kCodes codes) in kernels that need every step inside one group (the grouped GEMV,
+// the GEMM): g_idx at the step's first row for act-order rows (sorted and padded to whole steps), else the step
+// index shifted by log2(group_size / step rows) (power-of-two groups of whole steps, or 31 for one group).
+template <int kCodes, bool kActOrder>
+struct StepGroups {
+  static constexpr int kStepRows = 4 * kCodes;
+  static constexpr int kStepRowsLog2 = kStepRows == 16 ? 4 : kStepRows == 32 ? 5 : kStepRows == 64 ? 6 : 7;
+  static_assert((1 << kStepRowsLog2) == kStepRows, "steps of 16, 32, 64 or 128 rows");
+  const int32_t* g_idx;
+  int shift;  // the host checks it is >= 0
+
+  __device__ __forceinline__ explicit StepGroups(const WoqGemvParams& p)
+      : g_idx(p.g_idx), shift(p.group_shift - kStepRowsLog2) {}
+  __device__ __forceinline__ int operator()(int step) const {
+    if constexpr (kActOrder) {
+      return __ldg(g_idx + static_cast<int64_t>(step) * kStepRows);
+    } else {
+      return step >> shift;
+    }
+  }
+};
+
 // What both GEMVs derive from the launch before their loops: the lane's place in the MMA fragments (g, t), its 4
 // columns in each of the tile's kQuads 32-column quads (clamped to the last 4 past n: real memory, results never
 // stored), its x rows (clamped to the last row past m likewise), and the warp's range of steps [begin, end) within
@@ -336,14 +358,8 @@ __global__ void __launch_bounds__(kWoqWarps * 32) woq_gemv_kernel(const WoqGemvP
                 : p.group_shift >= 0 ? k0[u] >> p.group_shift
                                      : k0[u] / p.group_size;
       }
-      const uint32_t z4 = __ldg(reinterpret_cast<const uint32_t*>(p.zeros + group * n + col));
-      const uint2 s4 = __ldg(reinterpret_cast<const uint2*>(scales + group * n + col));
-      const uint32_t sw[2] = {s4.x, s4.y};
-#pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const uint16_t sb = static_cast<uint16_t>(sw[c >> 1] >> (16 * (c & 1)));
-        cols[u][c] = Decoder::column((z4 >> (8 * c)) & 0xFFu, reinterpret_cast<const T&>(sb));
-      }
+      Decoder::columns(__ldg(reinterpret_cast<const uint32_t*>(p.zeros + group * n + col)),
+                       __ldg(reinterpret_cast<const uint2*>(scales + group * n + col)), cols[u]);
     }
     if (!waited) {
       pdl_wait();
@@ -405,8 +421,6 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
   constexpr int kWords = Traits::kWords;
   constexpr int kXRegs = kCodes / 2;
   constexpr int kStepRows = 4 * kCodes;
-  constexpr int kStepRowsLog2 = kStepRows == 16 ? 4 : kStepRows == 32 ? 5 : kStepRows == 64 ? 6 : 7;
-  static_assert((1 << kStepRowsLog2) == kStepRows, "steps of 16, 32, 64 or 128 rows");
   constexpr int kPrefetchGroups = 64;
   pdl_launch_dependents();
 
@@ -418,7 +432,6 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
   const T* scales = static_cast<const T*>(p.scales);
   const int blocks = lw.blocks, begin = lw.begin, end = lw.end;
   const int full_end = min(end, blocks >> 2);  // steps whose 4 blocks all exist
-  const int step_shift = p.group_shift - kStepRowsLog2;  // regular groups (the host checks it is >= 0)
   // Quad q's columns start quad_off[q] columns after quad 0's (32, or less where the tile is clamped at n).
   int quad_off[kQuads];
 #pragma unroll
@@ -428,13 +441,7 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
   const uint32_t* w_lane = p.qweight + static_cast<int64_t>(t) * kWords * n + col;
   const int64_t w_step = static_cast<int64_t>(4) * kWords * n;
 
-  const auto group_of_step = [&](int step) -> int {
-    if constexpr (kActOrder) {
-      return __ldg(p.g_idx + static_cast<int64_t>(step) * kStepRows);
-    } else {
-      return step >> step_shift;
-    }
-  };
+  const woq_detail::StepGroups<kCodes, kActOrder> group_of_step(p);
   // Zero points and scales of group gi at the lane's columns: 32-bit offsets (the host checks groups · n fits).
   const uint8_t* zeros_lane = p.zeros + col;
   const T* scales_lane = scales + col;
@@ -448,7 +455,7 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
   };
   const auto compute = [&](int step, int act_group, const uint4 (&raw)[kQuads][kWords],
                            const uint32_t (&xr)[kColTiles][kXRegs]) {
-    sums.step(kActOrder ? act_group : step >> step_shift, load_meta, raw, xr);
+    sums.step(kActOrder ? act_group : group_of_step(step), load_meta, raw, xr);
   };
 
   // What one batch holds in registers between its loads and its compute.

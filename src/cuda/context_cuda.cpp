@@ -61,7 +61,7 @@ Context::CudaResources::CudaResources(int dev, size_t ws_bytes) : device(dev), w
   const char* woq_gemm_env = std::getenv("TPQ_WOQ_GEMM");
   if (woq_gemm_env != nullptr && std::string_view(woq_gemm_env) == "1") woq_gemm_choice = WoqGemmChoice::kMid;
   if (woq_gemm_env != nullptr && std::string_view(woq_gemm_env) == "always") woq_gemm_choice = WoqGemmChoice::kAlways;
-  woq_gemm = cc_major >= 8 && detail::woq_gemm_prepare();
+  woq_gemm = woq_gemm_choice != WoqGemmChoice::kOff && cc_major >= 8 && detail::woq_gemm_prepare();
 
   cublasLtHandle_t handle = nullptr;
   TPQ_CUBLAS_CHECK(cublasLtCreate(&handle));

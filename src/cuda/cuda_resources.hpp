@@ -153,7 +153,7 @@ struct Context::CudaResources {
   // GEMM for 16 < M <= 512 where it takes the shape. kAlways ("always"): at every M it takes (tests).
   enum class WoqGemmChoice { kOff, kMid, kAlways };
   WoqGemmChoice woq_gemm_choice = WoqGemmChoice::kOff;
-  bool woq_gemm = false;  // it can run here: sm_80+, its shared memory allowed (woq_gemm_prepare)
+  bool woq_gemm = false;  // asked for, and it can run here: sm_80+, its shared memory allowed (woq_gemm_prepare)
 };
 
 }  // namespace tpq

@@ -49,19 +49,24 @@ void check_weights(const WoqWeights& w, const char* op) {
             "{}: act-order weights on CUDA must be in the sorted form (g_idx with perm)", op);
 }
 
+// What the GEMV and the GEMM both need: bf16/f16 activations, N a multiple of 4 (a lane's 16-byte load covers 4
+// columns), 32-bit sizes in the kernels, zero points and scales (group · n) addressed with 32-bit offsets, and the
+// aligned loads of the packed weight and its meta.
+bool kernels_take(const WoqWeights& w, DType dtype) {
+  if (dtype != DType::BF16 && dtype != DType::F16) return false;
+  if (w.n < 4 || w.n % 4 != 0) return false;
+  if (w.n > INT_MAX / 2 || w.rows > INT_MAX / 2 || w.group_size > INT_MAX || w.groups * w.n > INT_MAX) return false;
+  return aligned(w.qweight, 16) && aligned(w.scales, 8) && aligned(w.zeros, 4);
+}
+
 // Whether the GEMV takes this problem (x: the activations it will read, after any gather).
 bool gemv_fits(const WoqWeights& w, DType dtype, const void* x, int64_t m) {
-  if (dtype != DType::BF16 && dtype != DType::F16) return false;
-  if (m > kWoqGemvMaxM) return false;
+  if (m > kWoqGemvMaxM || !kernels_take(w, dtype)) return false;
   const int codes = kernels::gptq::PackLayout{w.bits}.block_codes();
-  if (w.n < 4 || w.n % 4 != 0 || w.rows % codes != 0) return false;
+  if (w.rows % codes != 0) return false;
   // A block would straddle two groups.
   if (w.g_idx == nullptr && w.group_size % codes != 0 && w.group_size < w.rows) return false;
-  // 32-bit sizes in the kernels, zero points and scales (group · n) addressed with 32-bit offsets.
-  if (w.n > INT_MAX / 2 || w.rows > INT_MAX / 2 || w.group_size > INT_MAX || w.groups * w.n > INT_MAX)
-    return false;
-  const uintptr_t x_align = codes >= 8 ? 16 : 8;
-  return aligned(x, x_align) && aligned(w.qweight, 16) && aligned(w.scales, 8) && aligned(w.zeros, 4);
+  return aligned(x, codes >= 8 ? 16 : 8);
 }
 
 // Whether every step (4 blocks of codes) lies in one group, as the grouped GEMV and the GEMM need: sorted
@@ -69,12 +74,10 @@ bool gemv_fits(const WoqWeights& w, DType dtype, const void* x, int64_t m) {
 // two, or there is one group.
 bool steps_in_one_group(const WoqWeights& w);
 
-// Whether the GEMM takes this problem (x: the activations it will read, after any gather).
+// Whether the GEMM takes this problem (x: the activations it will read, after any gather; its rows are copied in
+// 16-byte chunks).
 bool gemm_fits(const WoqWeights& w, DType dtype, const void* x) {
-  if (dtype != DType::BF16 && dtype != DType::F16) return false;
-  if (w.n < 4 || w.n % 4 != 0 || w.rows < 8 || w.rows % 8 != 0 || !steps_in_one_group(w)) return false;
-  if (w.n > INT_MAX / 2 || w.rows > INT_MAX / 2 || w.groups * w.n > INT_MAX) return false;
-  return aligned(x, 16) && aligned(w.qweight, 16) && aligned(w.scales, 8) && aligned(w.zeros, 4);
+  return kernels_take(w, dtype) && w.rows >= 8 && w.rows % 8 == 0 && steps_in_one_group(w) && aligned(x, 16);
 }
 
 // log2(g) for a power of two, else -1.
@@ -91,6 +94,11 @@ bool steps_in_one_group(const WoqWeights& w) {
          (w.group_size % (4 * codes) == 0 && shift_of(w.group_size) >= 0);
 }
 
+// Steps (4 blocks of codes) over the stored rows; the last may be partial.
+int steps_of(const WoqWeights& w) {
+  return static_cast<int>((w.rows / kernels::gptq::PackLayout{w.bits}.block_codes() + 3) / 4);
+}
+
 // group_shift of the kernels' parameters: 31 for one group over the rows.
 int group_shift_of(const WoqWeights& w) {
   return w.group_size >= w.rows ? 31 : shift_of(std::min<int64_t>(w.group_size, w.rows));
@@ -100,8 +108,7 @@ void launch_gemv(Context::CudaResources& res, DType dtype, const WoqWeights& w, 
                  void* y, int64_t m, cudaStream_t stream) {
   const bool grouped = steps_in_one_group(w);
   const int64_t group_size = std::min<int64_t>(w.group_size, w.rows);
-  const int codes = kernels::gptq::PackLayout{w.bits}.block_codes();
-  const int steps = static_cast<int>((w.rows / codes + 3) / 4);
+  const int steps = steps_of(w);
   const size_t es = dtype_size(dtype);
   const DenseType dense = dense_type(dtype);
   for (int64_t m0 = 0; m0 < m; m0 += kWoqGemvPassRows) {
@@ -154,10 +161,8 @@ void launch_gemv(Context::CudaResources& res, DType dtype, const WoqWeights& w, 
 // splits, so the call allocates nothing; a per-call allocation measured the same, s11).
 void launch_gemm(Context::CudaResources& res, DType dtype, const WoqWeights& w, const void* x,
                  const void* bias, void* y, int64_t m, cudaStream_t stream) {
-  const int codes = kernels::gptq::PackLayout{w.bits}.block_codes();
-  const int steps = static_cast<int>((w.rows / codes + 3) / 4);
   const int stage_steps = woq_gemm_stage_steps(w.bits);
-  const int stages = (steps + stage_steps - 1) / stage_steps;
+  const int stages = (steps_of(w) + stage_steps - 1) / stage_steps;
   const int64_t tiles = (m + kernels::kWoqGemmRows - 1) / kernels::kWoqGemmRows *
                         ((w.n + kernels::kWoqGemmCols - 1) / kernels::kWoqGemmCols);
   int wanted = 1;

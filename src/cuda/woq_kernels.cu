@@ -223,11 +223,9 @@ cudaError_t launch_woq_gemm(int bits, DenseType dtype, const kernels::WoqGemvPar
   const bool act_order = p.g_idx != nullptr;
   return with_bits(bits, [&]<int kBits>() {
     const auto launch = [&]<typename T>() {
-      return act_order ? kernels::launch_kernel(gemm_kernel<kBits, T, true>(), grid, dim3(kernels::kWoqGemmWarps * 32),
-                                                gemm_smem_bytes<kBits>(), stream, options, p)
-                       : kernels::launch_kernel(gemm_kernel<kBits, T, false>(), grid,
-                                                dim3(kernels::kWoqGemmWarps * 32), gemm_smem_bytes<kBits>(), stream,
-                                                options, p);
+      const auto kernel = act_order ? gemm_kernel<kBits, T, true>() : gemm_kernel<kBits, T, false>();
+      return kernels::launch_kernel(kernel, grid, dim3(kernels::kWoqGemmWarps * 32), gemm_smem_bytes<kBits>(), stream,
+                                    options, p);
     };
     switch (dtype) {
       case DenseType::kBF16: return launch.template operator()<__nv_bfloat16>();

@@ -22,14 +22,14 @@ cudaError_t launch_woq_gemv(int bits, DenseType dtype, const kernels::WoqGemvPar
 int woq_gemv_max_quads(int bits, int m, bool grouped);
 // Blocks of the GEMV launch_woq_gemv would run for (bits, dtype, m, grouped, quads) that fit on one SM at once.
 int woq_gemv_blocks_per_sm(int bits, DenseType dtype, int m, bool grouped, int quads);
-// dtype (of the scales and the output): kBF16, kF16 or kF32.
 // The mid-M GEMM (kernels/common/woq_gemm.cuh). woq_gemm_prepare() allows its shared memory on the current device
-// (once per device, before any launch there; false: it cannot run). Its steps_per_split must be a multiple of
+// (at context creation, before any launch there; false: it cannot run). Its steps_per_split must be a multiple of
 // woq_gemm_stage_steps(bits).
 bool woq_gemm_prepare();
 int woq_gemm_stage_steps(int bits);
 cudaError_t launch_woq_gemm(int bits, DenseType dtype, const kernels::WoqGemvParams& p, cudaStream_t stream,
                             bool pdl);
+// dtype (of the scales and the output): kBF16, kF16 or kF32.
 cudaError_t launch_woq_dequant(int bits, DenseType dtype, const kernels::WoqDequantParams& p, cudaStream_t stream);
 // dtype: kBF16, kF16 or kF32.
 cudaError_t launch_woq_gather(DenseType dtype, const kernels::WoqGatherParams& p, int sm_count, cudaStream_t stream);

@@ -380,9 +380,7 @@ TEST(GptqCudaPlan, EachMGoesToItsKernel) {
     for (int64_t m : {1, 16, 17, 64}) EXPECT_EQ(detail::cuda_gptq_path(ctx, *g128, m), WoqPath::kGemv) << m;
     for (int64_t m : {65, 512}) EXPECT_EQ(detail::cuda_gptq_path(ctx, *g128, m), WoqPath::kDequantGemm) << m;
   }
-  ASSERT_EQ(setenv("TPQ_WOQ_GEMM", "1", 1), 0);
-  const Context on = Context::cuda(0);
-  ASSERT_EQ(unsetenv("TPQ_WOQ_GEMM"), 0);
+  const Context on = gemm_context(nullptr);
   for (int64_t m : {1, 8, 16}) EXPECT_EQ(detail::cuda_gptq_path(on, *g128, m), WoqPath::kGemv) << m;
   for (int64_t m : {17, 64, 65, 512}) EXPECT_EQ(detail::cuda_gptq_path(on, *g128, m), WoqPath::kGemm) << m;
   for (int64_t m : {513, 4096}) EXPECT_EQ(detail::cuda_gptq_path(on, *g128, m), WoqPath::kDequantGemm) << m;
