@@ -82,7 +82,12 @@ auto with_gemv_config(int m, bool grouped, int quads, F&& f) {
   const bool two_tiles = m > 8;
   if (!grouped) return two_tiles ? f.template operator()<2, false, 1>() : f.template operator()<1, false, 1>();
   if constexpr (kBits != 3) {
-    if (quads == 2) return f.template operator()<1, true, 2>();
+    if (quads == 2) {
+      if constexpr (kBits == 4) {
+        if (two_tiles) return f.template operator()<2, true, 2>();
+      }
+      return f.template operator()<1, true, 2>();
+    }
   }
   return two_tiles ? f.template operator()<2, true, 1>() : f.template operator()<1, true, 1>();
 }
@@ -166,7 +171,11 @@ cudaError_t launch_dequant_for_bits(int bits, const kernels::WoqDequantParams& p
 
 }  // namespace
 
-int woq_gemv_max_quads(int bits, int m, bool grouped) { return grouped && bits != 3 && m <= 8 ? 2 : 1; }
+// Two quads at M 9..16 (two column tiles) only at 4 bits: llama8b gate_up 1.07x there, where 8-bit (two planes)
+// spills and ran 0.90x (s12).
+int woq_gemv_max_quads(int bits, int m, bool grouped) {
+  return grouped && bits != 3 && (m <= 8 || (bits == 4 && m <= 16)) ? 2 : 1;
+}
 
 namespace {
 // An instantiation exists for (bits, m, grouped, quads).

@@ -353,10 +353,10 @@ const std::vector<Spec> kSpecs = {
     {8, 8192, 3584, 128, false, false, true, {1}},
     // 64-column blocks (two quads; more 32-column tiles than one wave of resident blocks, s9) at M <= 8: 2, 4 and
     // 8 bits, act-order, a last tile of 8 columns (its second quad wholly clamped), a whole batch and a partial one
-    // per warp; M = 9 back in 32-column blocks.
-    {4, 8712, 1408, 128, false, false, true, {1, 5, 9}},
-    {4, 8712, 1408, 128, true, true, false, {1, 8}},
-    {8, 8712, 1408, 128, false, false, false, {1, 8}},
+    // per warp; 4-bit keeps them at M 9..16 (two column tiles), 8-bit M = 9 is back in 32-column blocks.
+    {4, 8712, 1408, 128, false, false, true, {1, 5, 9, 16}},
+    {4, 8712, 1408, 128, true, true, false, {1, 8, 13}},
+    {8, 8712, 1408, 128, false, false, false, {1, 8, 9}},
     {2, 8712, 1408, 128, true, false, true, {3}},
 };
 
