@@ -1,13 +1,17 @@
 #pragma once
 // Activation quantization for the FP8 x FP8 GEMM: x (bf16 / f16) -> e4m3 codes and f32 scales, with the rules of
 // kernels/fp8/traits.hpp, so the CPU emulation (kernels/fp8/reference.hpp) produces the same codes bit for bit.
-//  - fp8_amax_kernel: amax(|x|) over the whole input (dynamic per-tensor), into a float's bits with atomicMax
-//    (non-negative floats order like their bits). The caller zeroes the word first; this is the first of two passes.
+//  - fp8_amax_kernel: the first of two passes for dynamic per-tensor scales: each block writes the amax(|x|) of its
+//    grid-stride share of the input to partials[blockIdx.x] (every block writes its word: no zeroing, no atomics,
+//    the same result on every run). kFp8AmaxUnroll loads in flight per thread.
 //  - fp8_act_quant_kernel: one block per row of x. Per-tensor schemes use one scale (static: the layer's
-//    input_scale; dynamic: from the amax pass). Per token, the block reduces the row's amax first. Per 1 x group,
-//    each warp takes whole groups and reduces them with shuffles. Scales are written in the layout the GEMM reads
-//    (scalar, one per row, or grouped with rows contiguous).
-// kVec = 4 reads 8 bytes and writes 4 codes per step (k % 4 == 0, 8-byte aligned rows); kVec = 1 takes any shape.
+//    input_scale; dynamic: the maximum of the amax pass's partials, which every block reduces). Per token, the
+//    block reduces the row's amax first. Per 1 x group, each warp takes whole groups and reduces them with
+//    shuffles. Scales are written in the layout the GEMM reads (scalar, one per row, or grouped with rows
+//    contiguous).
+// kVec = 8 reads 16 bytes and writes 8 codes per step (k % 8 == 0, 16-byte aligned rows; not for 1 x group, whose
+// warps cover 32 · kVec elements of a group per step); kVec = 4 reads 8 bytes (k % 4 == 0, 8-byte aligned rows);
+// kVec = 1 takes any shape.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
@@ -38,7 +42,16 @@ __device__ __forceinline__ float2 word_to_float2<__half>(uint32_t w) {
 
 template <typename T, int kVec>
 __device__ __forceinline__ void load_vec(const T* p, float (&v)[kVec]) {
-  if constexpr (kVec == 4) {
+  if constexpr (kVec == 8) {
+    const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
+    const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 f = word_to_float2<T>(words[i]);
+      v[2 * i] = f.x;
+      v[2 * i + 1] = f.y;
+    }
+  } else if constexpr (kVec == 4) {
     const uint2 raw = __ldg(reinterpret_cast<const uint2*>(p));
     const float2 a = word_to_float2<T>(raw.x), b = word_to_float2<T>(raw.y);
     v[0] = a.x;
@@ -46,7 +59,7 @@ __device__ __forceinline__ void load_vec(const T* p, float (&v)[kVec]) {
     v[2] = b.x;
     v[3] = b.y;
   } else {
-    static_assert(kVec == 1, "kVec is 1 or 4");
+    static_assert(kVec == 1, "kVec is 1, 4 or 8");
     v[0] = to_float(p[0]);
   }
 }
@@ -55,13 +68,21 @@ __device__ __forceinline__ uint8_t encode_e4m3(float v) {
   return static_cast<uint8_t>(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
 }
 
+// Four codes of v[first..first+3], packed little-endian.
+template <int kVec>
+__device__ __forceinline__ uint32_t pack_codes(const float (&v)[kVec], int first, float s) {
+  uint32_t packed = 0;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) packed |= static_cast<uint32_t>(encode_e4m3(fp8_prequant(v[first + i], s))) << (8 * i);
+  return packed;
+}
+
 template <int kVec>
 __device__ __forceinline__ void store_codes(uint8_t* q, const float (&v)[kVec], float s) {
-  if constexpr (kVec == 4) {
-    uint32_t packed = 0;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) packed |= static_cast<uint32_t>(encode_e4m3(fp8_prequant(v[i], s))) << (8 * i);
-    *reinterpret_cast<uint32_t*>(q) = packed;
+  if constexpr (kVec == 8) {
+    *reinterpret_cast<uint2*>(q) = make_uint2(pack_codes(v, 0, s), pack_codes(v, 4, s));
+  } else if constexpr (kVec == 4) {
+    *reinterpret_cast<uint32_t*>(q) = pack_codes(v, 0, s);
   } else {
     q[0] = encode_e4m3(fp8_prequant(v[0], s));
   }
@@ -95,17 +116,25 @@ __device__ __forceinline__ float block_max(float v, float* smem) {
 }  // namespace fp8_quant_detail
 
 template <typename T, int kVec>
-__global__ void __launch_bounds__(kFp8QuantThreads) fp8_amax_kernel(const T* x, int64_t count, unsigned* amax_bits) {
+__global__ void __launch_bounds__(kFp8QuantThreads) fp8_amax_kernel(const T* x, int64_t count, float* partials) {
   __shared__ float smem[kFp8QuantThreads / 32];
   float m = 0.0f;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x * kVec;
-  for (int64_t i = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kVec; i < count; i += stride) {
+  int64_t i = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kVec;
+  for (; i + (kFp8AmaxUnroll - 1) * stride < count; i += kFp8AmaxUnroll * stride) {
+    float v[kFp8AmaxUnroll][kVec];
+#pragma unroll
+    for (int u = 0; u < kFp8AmaxUnroll; ++u) fp8_quant_detail::load_vec<T, kVec>(x + i + u * stride, v[u]);
+#pragma unroll
+    for (int u = 0; u < kFp8AmaxUnroll; ++u) m = fp8_quant_detail::abs_max<kVec>(v[u], m);
+  }
+  for (; i < count; i += stride) {
     float v[kVec];
     fp8_quant_detail::load_vec<T, kVec>(x + i, v);
     m = fp8_quant_detail::abs_max<kVec>(v, m);
   }
   m = fp8_quant_detail::block_max(m, smem);
-  if (threadIdx.x == 0) atomicMax(amax_bits, __float_as_uint(m));
+  if (threadIdx.x == 0) partials[blockIdx.x] = m;
 }
 
 template <typename T, int kVec>
@@ -167,11 +196,23 @@ __global__ void __launch_bounds__(kFp8QuantThreads) fp8_act_quant_kernel(const F
     }
     s = fp8_act_scale(block_max(amax, smem), scheme, ue8m0, p.scale_ub);
   } else if (scheme == Fp8ActScheme::kDynamicTensor) {
-    s = fp8_act_scale(__uint_as_float(*p.amax_bits), scheme, ue8m0, p.scale_ub);
+    float amax = 0.0f;
+    for (int i = threadIdx.x; i < p.amax_blocks; i += kFp8QuantThreads) amax = fmaxf(amax, p.amax_partials[i]);
+    s = fp8_act_scale(block_max(amax, smem), scheme, ue8m0, p.scale_ub);
   } else {
     s = *p.static_scale;
   }
-  for (int64_t c = threadIdx.x * kVec; c < k; c += kFp8QuantThreads * kVec) {
+  // Two steps' loads before their stores.
+  constexpr int64_t kStride = kFp8QuantThreads * kVec;
+  int64_t c = threadIdx.x * kVec;
+  for (; c + kStride < k; c += 2 * kStride) {
+    float v0[kVec], v1[kVec];
+    load_vec<T, kVec>(xr + c, v0);
+    load_vec<T, kVec>(xr + c + kStride, v1);
+    store_codes<kVec>(qr + c, v0, s);
+    store_codes<kVec>(qr + c + kStride, v1, s);
+  }
+  if (c < k) {
     float v[kVec];
     load_vec<T, kVec>(xr + c, v);
     store_codes<kVec>(qr + c, v, s);

@@ -34,8 +34,11 @@ struct Fp8GemvParams {
   int units_in_flight;      // M <= 8: 128-K units each warp loads before using them, 2 or 4 (host heuristic)
 };
 
-// Activation quantization (act_quant.cuh): one block per row of x.
+// Activation quantization (act_quant.cuh): one block per row of x; the dynamic per-tensor amax pass in at most
+// kFp8AmaxMaxBlocks blocks (each quantization block reduces their partial maxima: 4 loads per thread at most).
 inline constexpr int kFp8QuantThreads = 256;
+inline constexpr int kFp8AmaxMaxBlocks = 4 * kFp8QuantThreads;
+inline constexpr int kFp8AmaxUnroll = 4;
 
 // Where the activation scales go, in the layout the GEMM reads them.
 enum class Fp8ScaleLayout : int {
@@ -49,7 +52,8 @@ struct Fp8ActQuantParams {
   uint8_t* q;                  // e4m3 [m, k]
   float* scales;               // by layout
   const float* static_scale;   // kStaticTensor: the layer's input_scale [1]
-  const unsigned* amax_bits;   // kDynamicTensor: amax(|x|) as float bits, from fp8_amax_kernel
+  const float* amax_partials;  // kDynamicTensor: the amax pass's per-block maxima (fp8_amax_kernel)
+  int amax_blocks;             // how many
   int64_t m;
   int64_t m_pad;               // rows quantized (>= m): rows m..m_pad-1 get zero codes and scale 1, for cuBLASLt
                                // layouts that want M padded (VEC128 scales: M % 4 == 0)

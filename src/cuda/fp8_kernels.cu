@@ -120,9 +120,12 @@ template <typename T>
 cudaError_t launch_act_quant_typed(const kernels::Fp8ActQuantParams& p, cudaStream_t stream) {
   if (p.m_pad < p.m || p.m_pad > 0x7fffffff) return cudaErrorInvalidValue;
   const dim3 grid(static_cast<unsigned>(p.m_pad));
-  const bool vec = p.k % 4 == 0 && (reinterpret_cast<uintptr_t>(p.x) % 8) == 0 &&
-                   (reinterpret_cast<uintptr_t>(p.q) % 4) == 0 && p.group % 4 == 0;
-  if (vec) {
+  const auto x = reinterpret_cast<uintptr_t>(p.x), q = reinterpret_cast<uintptr_t>(p.q);
+  // 16-byte steps, except for 1 x group scales (a warp per group: 32 lanes x 4 cover 128 elements).
+  const bool grouped = p.scheme == static_cast<int>(kernels::Fp8ActScheme::kDynamicGroup);
+  if (!grouped && p.k % 8 == 0 && x % 16 == 0 && q % 8 == 0) {
+    kernels::fp8_act_quant_kernel<T, 8><<<grid, kernels::kFp8QuantThreads, 0, stream>>>(p);
+  } else if (p.k % 4 == 0 && x % 8 == 0 && q % 4 == 0 && p.group % 4 == 0) {
     kernels::fp8_act_quant_kernel<T, 4><<<grid, kernels::kFp8QuantThreads, 0, stream>>>(p);
   } else {
     kernels::fp8_act_quant_kernel<T, 1><<<grid, kernels::kFp8QuantThreads, 0, stream>>>(p);
@@ -130,18 +133,19 @@ cudaError_t launch_act_quant_typed(const kernels::Fp8ActQuantParams& p, cudaStre
   return cudaGetLastError();
 }
 
+int amax_vec(int64_t count, const void* x) {
+  const auto a = reinterpret_cast<uintptr_t>(x);
+  return count % 8 == 0 && a % 16 == 0 ? 8 : count % 4 == 0 && a % 8 == 0 ? 4 : 1;
+}
+
 template <typename T>
-cudaError_t launch_amax_typed(const void* x, int64_t count, unsigned* amax_bits, int sm_count, cudaStream_t stream) {
-  const bool vec = count % 4 == 0 && (reinterpret_cast<uintptr_t>(x) % 8) == 0;
-  const int64_t per_block = int64_t{kernels::kFp8QuantThreads} * (vec ? 4 : 1);
-  const int64_t blocks = std::clamp<int64_t>((count + per_block - 1) / per_block, 1, int64_t{sm_count} * 4);
+cudaError_t launch_amax_typed(const void* x, int64_t count, float* partials, int blocks, cudaStream_t stream) {
   const auto* xp = static_cast<const T*>(x);
-  if (vec) {
-    kernels::fp8_amax_kernel<T, 4><<<static_cast<unsigned>(blocks), kernels::kFp8QuantThreads, 0, stream>>>(
-        xp, count, amax_bits);
-  } else {
-    kernels::fp8_amax_kernel<T, 1><<<static_cast<unsigned>(blocks), kernels::kFp8QuantThreads, 0, stream>>>(
-        xp, count, amax_bits);
+  constexpr int kThreads = kernels::kFp8QuantThreads;
+  switch (amax_vec(count, x)) {
+    case 8: kernels::fp8_amax_kernel<T, 8><<<blocks, kThreads, 0, stream>>>(xp, count, partials); break;
+    case 4: kernels::fp8_amax_kernel<T, 4><<<blocks, kThreads, 0, stream>>>(xp, count, partials); break;
+    default: kernels::fp8_amax_kernel<T, 1><<<blocks, kThreads, 0, stream>>>(xp, count, partials);
   }
   return cudaGetLastError();
 }
@@ -160,13 +164,21 @@ cudaError_t launch_fp8_weight_only_gemv(DenseType dtype, const kernels::Fp8GemvP
   }
 }
 
-cudaError_t launch_fp8_amax(DenseType dtype, const void* x, int64_t count, unsigned* amax_bits, int sm_count,
+int fp8_amax_blocks(const void* x, int64_t count, int sm_count) {
+  // Enough blocks for every thread to have kFp8AmaxUnroll loads in flight, up to 4 per SM.
+  const int64_t per_block = int64_t{kernels::kFp8QuantThreads} * amax_vec(count, x) * kernels::kFp8AmaxUnroll;
+  const int64_t cap = std::min<int64_t>(int64_t{sm_count} * 4, kernels::kFp8AmaxMaxBlocks);
+  return static_cast<int>(std::clamp<int64_t>((count + per_block - 1) / per_block, 1, std::max<int64_t>(cap, 1)));
+}
+
+cudaError_t launch_fp8_amax(DenseType dtype, const void* x, int64_t count, float* partials, int blocks,
                             cudaStream_t stream) {
+  if (blocks < 1 || blocks > kernels::kFp8AmaxMaxBlocks) return cudaErrorInvalidValue;
   switch (dtype) {
     case DenseType::kBF16:
-      return launch_amax_typed<__nv_bfloat16>(x, count, amax_bits, sm_count, stream);
+      return launch_amax_typed<__nv_bfloat16>(x, count, partials, blocks, stream);
     case DenseType::kF16:
-      return launch_amax_typed<__half>(x, count, amax_bits, sm_count, stream);
+      return launch_amax_typed<__half>(x, count, partials, blocks, stream);
     default:
       return cudaErrorInvalidValue;
   }

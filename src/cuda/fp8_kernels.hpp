@@ -14,8 +14,11 @@ namespace tpq::detail {
 
 // dtype: kBF16 or kF16; 1 <= p.m <= kFp8GemvMaxM; p.k % 16 == 0. `pdl`: programmatic stream serialization (sm_90+).
 cudaError_t launch_fp8_weight_only_gemv(DenseType dtype, const kernels::Fp8GemvParams& p, cudaStream_t stream, bool pdl);
-// amax(|x|) of `count` elements of `dtype` (kBF16 / kF16) into *amax_bits (zeroed by the caller).
-cudaError_t launch_fp8_amax(DenseType dtype, const void* x, int64_t count, unsigned* amax_bits, int sm_count,
+// The first pass of dynamic per-tensor quantization: amax(|x|) of `count` elements of `dtype` (kBF16 / kF16), as
+// `blocks` partial maxima into partials[0..blocks) (Fp8ActQuantParams::amax_partials). fp8_amax_blocks says how
+// many blocks to launch (1..kFp8AmaxMaxBlocks).
+int fp8_amax_blocks(const void* x, int64_t count, int sm_count);
+cudaError_t launch_fp8_amax(DenseType dtype, const void* x, int64_t count, float* partials, int blocks,
                             cudaStream_t stream);
 // dtype: kBF16 or kF16.
 cudaError_t launch_fp8_act_quant(DenseType dtype, const kernels::Fp8ActQuantParams& p, cudaStream_t stream);

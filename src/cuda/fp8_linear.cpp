@@ -290,6 +290,37 @@ LtPlanKey plan_key(const Fp8LinearArgs& a, const ScaledPlan& plan, bool with_bia
   return key;
 }
 
+// x [m, k] -> e4m3 codes q [m_pad, k] and `scales` in `layout`, on `stream`; dynamic per-tensor scales take an amax
+// pass first, whose partial maxima live in `amax` (scratch from ctx) until the quantization has run.
+void launch_quantization(const Context& ctx, const Context::CudaResources& res, DType dtype, const void* x, int64_t m,
+                         int64_t m_pad, int64_t k, const Fp8ActQuant& act, const float* input_scale, uint8_t* q,
+                         float* scales, Fp8ScaleLayout layout, Tensor& amax, cudaStream_t stream) {
+  int amax_blocks = 0;
+  const float* partials = nullptr;
+  if (act.scheme == Fp8ActScheme::kDynamicTensor) {
+    amax_blocks = fp8_amax_blocks(x, m * k, res.sm_count);
+    amax = ctx.empty({amax_blocks}, DType::F32);
+    TPQ_CUDA_CHECK(launch_fp8_amax(dense_type(dtype), x, m * k, static_cast<float*>(amax.data()), amax_blocks, stream));
+    partials = static_cast<const float*>(amax.data());
+  }
+  const kernels::Fp8ActQuantParams p{.x = x,
+                                     .q = q,
+                                     .scales = scales,
+                                     .static_scale = input_scale,
+                                     .amax_partials = partials,
+                                     .amax_blocks = amax_blocks,
+                                     .m = m,
+                                     .m_pad = m_pad,
+                                     .k = k,
+                                     .scheme = static_cast<int>(act.scheme),
+                                     .ue8m0 = act.ue8m0 ? 1 : 0,
+                                     .scale_ub = act.scale_ub,
+                                     .group = act.group,
+                                     .layout = static_cast<int>(layout),
+                                     .layout_groups = static_cast<int>(kernels::fp8_ceil_div(k, kernels::kFp8Block))};
+  TPQ_CUDA_CHECK(launch_fp8_act_quant(dense_type(dtype), p, stream));
+}
+
 // Quantizes x into `x_q` and its scales, as the plan's scale layout wants them. Returns the device pointer cuBLASLt
 // reads as B's scale.
 const float* quantize_activations(const Context& ctx, Context::CudaResources& res, const Fp8LinearArgs& a,
@@ -302,29 +333,8 @@ const float* quantize_activations(const Context& ctx, Context::CudaResources& re
     case Fp8ScaleLayout::kPerRow: scales = ctx.empty({plan.m_gemm}, DType::F32); break;
     case Fp8ScaleLayout::kGrouped: scales = ctx.empty({groups, plan.m_gemm}, DType::F32); break;
   }
-  const unsigned* amax_bits = nullptr;
-  if (a.act.scheme == Fp8ActScheme::kDynamicTensor) {
-    amax = ctx.empty({1}, DType::U32);
-    TPQ_CUDA_CHECK(cudaMemsetAsync(amax.data(), 0, sizeof(unsigned), stream));
-    TPQ_CUDA_CHECK(
-        launch_fp8_amax(dense_type(a.dtype), a.x, a.m * a.k, static_cast<unsigned*>(amax.data()), res.sm_count, stream));
-    amax_bits = static_cast<const unsigned*>(amax.data());
-  }
-  const kernels::Fp8ActQuantParams p{.x = a.x,
-                                     .q = static_cast<uint8_t*>(x_q),
-                                     .scales = static_cast<float*>(scales.data()),
-                                     .static_scale = a.input_scale,
-                                     .amax_bits = amax_bits,
-                                     .m = a.m,
-                                     .m_pad = plan.m_gemm,
-                                     .k = a.k,
-                                     .scheme = static_cast<int>(a.act.scheme),
-                                     .ue8m0 = a.act.ue8m0 ? 1 : 0,
-                                     .scale_ub = a.act.scale_ub,
-                                     .group = a.act.group,
-                                     .layout = static_cast<int>(plan.act_layout),
-                                     .layout_groups = static_cast<int>(groups)};
-  TPQ_CUDA_CHECK(launch_fp8_act_quant(dense_type(a.dtype), p, stream));
+  launch_quantization(ctx, res, a.dtype, a.x, a.m, plan.m_gemm, a.k, a.act, a.input_scale, static_cast<uint8_t*>(x_q),
+                      static_cast<float*>(scales.data()), plan.act_layout, amax, stream);
   return static_scalar ? a.input_scale : static_cast<const float*>(scales.data());
 }
 
@@ -450,6 +460,20 @@ Fp8Path cuda_fp8_auto_path(const Context& ctx, const Fp8LinearArgs& a) {
   const char* why = nullptr;
   if (scaled_plan(ctx, res, a, &why)) return Fp8Path::kScaledGemm;
   return Fp8Path::kDequantGemm;
+}
+
+void cuda_fp8_quantize_activations(const Context& ctx, DType dtype, const void* x, int64_t m, int64_t k,
+                                   const Fp8ActQuant& act, const float* input_scale, uint8_t* q, float* scales) {
+  TPQ_CHECK(m > 0 && k > 0 && (dtype == DType::BF16 || dtype == DType::F16) && act.scheme != Fp8ActScheme::kNone,
+            kInvalidArgument, "fp8 activation quantization: m={} k={} {} {}", m, k, dtype,
+            fp8_act_scheme_name(act.scheme));
+  Context::CudaResources& res = cuda_resources_of(ctx, "fp8 activation quantization");
+  CudaDeviceGuard guard(res.device);
+  const bool tensor = act.scheme == Fp8ActScheme::kStaticTensor || act.scheme == Fp8ActScheme::kDynamicTensor;
+  Tensor amax;
+  launch_quantization(ctx, res, dtype, x, m, m, k, act, input_scale, q, scales,
+                      tensor ? Fp8ScaleLayout::kScalar : Fp8ScaleLayout::kPerRow, amax,
+                      static_cast<cudaStream_t>(ctx.stream()));
 }
 
 void cuda_fp8_linear(const Context& ctx, const Fp8LinearArgs& a, Fp8Path path) {

@@ -390,6 +390,98 @@ INSTANTIATE_TEST_SUITE_P(DtypesKindsRows, Fp8GemvCodes,
 
 // The accumulation mode is part of the cached cuBLASLt plan: switching it on one context must switch the GEMM
 // (the fast and the promoted sums differ somewhere at K = 4096), and switching back must give the fast result again.
+// The scaled GEMM's activation quantization on its own, against the CPU emulation (ref::fp8_quantize_activation),
+// code for code and scale for scale: every scheme, both dtypes, power-of-two scales and an amax upper bound, rows of
+// 16-byte, 8-byte and 2-byte steps (K % 8, K % 4, odd K, and x starting 8 or 2 bytes past an aligned address),
+// and inputs large enough for the dynamic per-tensor amax pass to run its largest grid with a remainder. One
+// element of x is made the largest, at a random place, so an amax pass that missed part of x gets the scale wrong.
+// Codes and scales start as NaN bytes; the CUDA path never writes a NaN code.
+struct ActQuantCase {
+  Fp8ActScheme scheme;
+  bool ue8m0;
+  float scale_ub;
+  DType dtype;
+  int64_t m, k;
+  size_t x_offset;  // bytes past a 256-byte aligned allocation
+};
+
+class Fp8CudaActQuant : public CudaTestWithParam<ActQuantCase> {};
+
+TEST_P(Fp8CudaActQuant, MatchesTheCpuEmulationExactly) {
+  const ActQuantCase c = GetParam();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> xd(-3.0f, 3.0f);
+  std::vector<float> xv(static_cast<size_t>(c.m * c.k));
+  for (float& v : xv) v = xd(rng);
+  xv[std::uniform_int_distribution<size_t>(0, xv.size() - 1)(rng)] = -37.5f;
+  const Tensor x_host = Tensor::from_floats(xv, {c.m, c.k}, c.dtype);
+  const std::vector<float> x_exact = x_host.to_floats();
+  const Fp8ActQuant act{.scheme = c.scheme, .ue8m0 = c.ue8m0, .scale_ub = c.scale_ub, .group = 128};
+  const float input_scale = 0.0123f;
+  const ref::Fp8QuantizedActivation want =
+      ref::fp8_quantize_activation(x_exact.data(), c.m, c.k, act, input_scale);
+
+  int device = 0;
+  TPQ_TEST_CUDA(cudaGetDevice(&device));
+  const size_t x_bytes = x_host.nbytes();
+  DeviceBuffer x(x_bytes + c.x_offset), q(want.codes.size()), scales(want.scales.size() * sizeof(float)),
+      scale_in(sizeof(float));
+  char* x_at = static_cast<char*>(x.get()) + c.x_offset;
+  TPQ_TEST_CUDA(cudaMemcpy(x_at, x_host.data(), x_bytes, cudaMemcpyHostToDevice));
+  TPQ_TEST_CUDA(cudaMemcpy(scale_in.get(), &input_scale, sizeof(float), cudaMemcpyHostToDevice));
+  TPQ_TEST_CUDA(cudaMemset(q.get(), 0xFF, q.bytes()));
+  TPQ_TEST_CUDA(cudaMemset(scales.get(), 0xFF, scales.bytes()));
+  Stream stream;
+  const Context ctx = Context::cuda(device, stream.get(), std::make_shared<PoisonAllocator>());
+  detail::cuda_fp8_quantize_activations(ctx, c.dtype, x_at, c.m, c.k, act, static_cast<const float*>(scale_in.get()),
+                                        static_cast<uint8_t*>(q.get()), static_cast<float*>(scales.get()));
+  TPQ_TEST_CUDA(cudaStreamSynchronize(stream.get()));
+  std::vector<uint8_t> codes(want.codes.size());
+  std::vector<float> got_scales(want.scales.size());
+  TPQ_TEST_CUDA(cudaMemcpy(codes.data(), q.get(), codes.size(), cudaMemcpyDeviceToHost));
+  TPQ_TEST_CUDA(cudaMemcpy(got_scales.data(), scales.get(), scales.bytes(), cudaMemcpyDeviceToHost));
+  // Per tensor, the CUDA path writes one scale (none when static: the layer's input_scale); the emulation repeats
+  // it per row.
+  const size_t written = c.scheme == Fp8ActScheme::kStaticTensor  ? 0
+                         : c.scheme == Fp8ActScheme::kDynamicTensor ? 1
+                                                                    : want.scales.size();
+  for (size_t i = 0; i < written; ++i) ASSERT_EQ(got_scales[i], want.scales[i]) << "scale " << i;
+  for (size_t i = 0; i < codes.size(); ++i)
+    ASSERT_EQ(codes[i], want.codes[i]) << "row " << i / c.k << " column " << i % c.k << ", x " << x_exact[i];
+}
+
+std::vector<ActQuantCase> act_quant_cases() {
+  using A = Fp8ActScheme;
+  std::vector<ActQuantCase> cases;
+  for (DType dt : {DType::BF16, DType::F16}) {
+    for (A scheme : {A::kStaticTensor, A::kDynamicTensor, A::kDynamicToken, A::kDynamicGroup}) {
+      for (auto [m, k] : {std::pair<int64_t, int64_t>{1, 8}, {3, 200}, {5, 131}, {64, 4096}, {300, 1000}})
+        cases.push_back({scheme, false, 0.0f, dt, m, k, 0});
+      cases.push_back({scheme, true, 0.0f, dt, 7, 1024, 8});  // 8-byte steps, ue8m0
+      cases.push_back({scheme, false, 0.0f, dt, 7, 1024, 2});  // 2-byte steps
+    }
+  }
+  // The amax pass at its largest grid (4 blocks per SM), with a last partial round of loads; an upper bound.
+  cases.push_back({A::kDynamicTensor, false, 0.0f, DType::BF16, 2048, 4104, 0});
+  cases.push_back({A::kDynamicTensor, false, 0.0f, DType::F16, 1001, 4096, 8});
+  cases.push_back({A::kDynamicTensor, false, 20.0f, DType::BF16, 96, 2048, 0});
+  cases.push_back({A::kDynamicToken, false, 20.0f, DType::BF16, 96, 2048, 0});
+  return cases;
+}
+
+std::string act_quant_name(const ::testing::TestParamInfo<ActQuantCase>& i) {
+  const ActQuantCase& c = i.param;
+  std::string s = std::string(fp8_act_scheme_name(c.scheme)) + (c.ue8m0 ? "_ue8m0" : "") +
+                  (c.scale_ub > 0.0f ? "_ub" : "") + "_" + std::string(dtype_name(c.dtype)) + "_m" +
+                  std::to_string(c.m) + "_k" + std::to_string(c.k) + "_off" + std::to_string(c.x_offset);
+  std::replace(s.begin(), s.end(), '-', '_');
+  return s;
+}
+
+INSTANTIATE_TEST_SUITE_P(Schemes, Fp8CudaActQuant, ::testing::ValuesIn(act_quant_cases()), act_quant_name);
+
 class Fp8CudaFastAccum : public CudaTest {};
 
 TEST_F(Fp8CudaFastAccum, SwitchingOnOneContextSwitchesTheGemm) {

@@ -34,6 +34,12 @@ struct Fp8LinearArgs {
 // A forced path that cannot run these arguments on this GPU is kUnsupported, naming why.
 void cuda_fp8_linear(const Context& ctx, const Fp8LinearArgs& args, Fp8Path path = Fp8Path::kAuto);
 
+// The scaled GEMM's activation quantization alone (tests): x [m, k] (BF16 or F16) to e4m3 codes q [m, k] and
+// scales: scales[0] for dynamic per-tensor (static per-tensor writes none and uses *input_scale), [m] per token,
+// [m, ceil(k / group)] row-major per 1 x group. Device pointers; on ctx's stream, no synchronization.
+void cuda_fp8_quantize_activations(const Context& ctx, DType dtype, const void* x, int64_t m, int64_t k,
+                                   const Fp8ActQuant& act, const float* input_scale, uint8_t* q, float* scales);
+
 // Which GEMM kScaledGemm plans for `args` on ctx's GPU, before asking cuBLASLt for an algorithm (tests, benchmarks):
 // none (the path cannot run them), cuBLASLt, or tpq's block-scaled WGMMA kernel (kernels/fp8/block_gemm.cuh).
 enum class Fp8ScaledGemm { kNone, kCublasLt, kTpqBlock };
