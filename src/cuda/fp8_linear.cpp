@@ -464,12 +464,16 @@ Fp8Path cuda_fp8_auto_path(const Context& ctx, const Fp8LinearArgs& a) {
 
 void cuda_fp8_quantize_activations(const Context& ctx, DType dtype, const void* x, int64_t m, int64_t k,
                                    const Fp8ActQuant& act, const float* input_scale, uint8_t* q, float* scales) {
-  TPQ_CHECK(m > 0 && k > 0 && (dtype == DType::BF16 || dtype == DType::F16) && act.scheme != Fp8ActScheme::kNone,
-            kInvalidArgument, "fp8 activation quantization: m={} k={} {} {}", m, k, dtype,
-            fp8_act_scheme_name(act.scheme));
+  const bool is_static = act.scheme == Fp8ActScheme::kStaticTensor;
+  TPQ_CHECK(m > 0 && k > 0 && (dtype == DType::BF16 || dtype == DType::F16) && act.scheme != Fp8ActScheme::kNone &&
+                (act.scheme != Fp8ActScheme::kDynamicGroup || act.group > 0),
+            kInvalidArgument, "fp8 activation quantization: m={} k={} {} {} (group {})", m, k, dtype,
+            fp8_act_scheme_name(act.scheme), act.group);
+  TPQ_CHECK(x != nullptr && q != nullptr && (is_static ? input_scale != nullptr : scales != nullptr),
+            kInvalidArgument, "fp8 activation quantization ({}): null pointer", fp8_act_scheme_name(act.scheme));
   Context::CudaResources& res = cuda_resources_of(ctx, "fp8 activation quantization");
   CudaDeviceGuard guard(res.device);
-  const bool tensor = act.scheme == Fp8ActScheme::kStaticTensor || act.scheme == Fp8ActScheme::kDynamicTensor;
+  const bool tensor = is_static || act.scheme == Fp8ActScheme::kDynamicTensor;
   Tensor amax;
   launch_quantization(ctx, res, dtype, x, m, m, k, act, input_scale, q, scales,
                       tensor ? Fp8ScaleLayout::kScalar : Fp8ScaleLayout::kPerRow, amax,

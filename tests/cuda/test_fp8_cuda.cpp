@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <random>
 #include <sstream>
@@ -481,6 +482,37 @@ std::string act_quant_name(const ::testing::TestParamInfo<ActQuantCase>& i) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Schemes, Fp8CudaActQuant, ::testing::ValuesIn(act_quant_cases()), act_quant_name);
+
+// What the quantization entry point refuses, before any device work: no scheme, a group of 0, F32, null pointers.
+class Fp8CudaActQuantErrors : public CudaTest {};
+
+TEST_F(Fp8CudaActQuantErrors, RefusesBadArguments) {
+  int device = 0;
+  TPQ_TEST_CUDA(cudaGetDevice(&device));
+  const Context ctx = Context::cuda(device);
+  DeviceBuffer x(64), q(64), scales(64);
+  const auto quantize = [&](Fp8ActScheme scheme, int group, DType dtype, void* xp, float* sp) {
+    detail::cuda_fp8_quantize_activations(ctx, dtype, xp, 2, 8, Fp8ActQuant{.scheme = scheme, .group = group}, sp,
+                                          static_cast<uint8_t*>(q.get()), sp);
+  };
+  auto* sp = static_cast<float*>(scales.get());
+  const auto expect_invalid = [](const std::function<void()>& call, const char* what) {
+    try {
+      call();
+      ADD_FAILURE() << "expected kInvalidArgument: " << what;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << what << ": " << e.what();
+    }
+  };
+  expect_invalid([&] { quantize(Fp8ActScheme::kNone, 128, DType::BF16, x.get(), sp); }, "no scheme");
+  expect_invalid([&] { quantize(Fp8ActScheme::kDynamicGroup, 0, DType::BF16, x.get(), sp); }, "group 0");
+  expect_invalid([&] { quantize(Fp8ActScheme::kDynamicTensor, 128, DType::F32, x.get(), sp); }, "F32");
+  expect_invalid([&] { quantize(Fp8ActScheme::kDynamicToken, 128, DType::BF16, nullptr, sp); }, "null x");
+  expect_invalid([&] { quantize(Fp8ActScheme::kStaticTensor, 128, DType::F16, x.get(), nullptr); }, "no scale");
+  // The same arguments with a scheme that takes them run (one dynamic per-tensor call).
+  quantize(Fp8ActScheme::kDynamicTensor, 128, DType::BF16, x.get(), sp);
+  TPQ_TEST_CUDA(cudaDeviceSynchronize());
+}
 
 class Fp8CudaFastAccum : public CudaTest {};
 
