@@ -31,8 +31,9 @@
 // read bandwidth at M = 1 (llama8b o 35 %, gate_up 64 %), 2.2–2.6x cuBLAS bf16; 8-bit at 49–71 %. ptxas gives every
 // global load of a warp one scoreboard (SB5 in the SASS, no partial DEPBAR waits), so the first use of a batch
 // waits for every load the warp has issued: one batch in flight per warp. Yet more bytes in flight did not help:
-// double-buffering, persistent blocks, stream-K, copy-engine (TMA) rings, x staged in shared memory and (s8) x
-// shared by shuffles at M = 1 (16-step weight batches both) were all measured slower or equal. At fixed N (s7) the
+// double-buffering, persistent blocks, stream-K, copy-engine (TMA) rings, x staged in shared memory, (s8) x
+// shared by shuffles at M = 1 (16-step weight batches both) and (s12) the weights through a per-warp cp.async ring
+// of 2-3 batches (the same 16-byte requests, 0.48-0.80x) were all measured slower or equal. At fixed N (s7) the
 // extra bytes of a longer K stream at 68–71 % (FP8 GEMV: 87–90 %); one group over K (no meta loads, no flush in the
 // loop) gives 73–78 %, and each wave of 32-column blocks costs 1.5–2 µs on top. What the step itself issues does
 // count (s8, timing only): without the 4 activation permutes and the 2 Σx MMAs per step it runs 5–11 % faster at
