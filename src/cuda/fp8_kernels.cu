@@ -17,6 +17,7 @@
 #include "kernels/fp8/block_gemm.cuh"
 #include "kernels/fp8/dequant.cuh"
 #include "kernels/fp8/weight_only_gemv.cuh"
+#include "src/cuda/dense_dispatch.cuh"
 #include "src/cuda/fp8_kernels.hpp"
 
 namespace tpq::detail {
@@ -83,7 +84,8 @@ cudaError_t launch_block_gemm_typed(const kernels::Fp8BlockGemmParams& p, int sm
       e != cudaSuccess)
     return e;
   const size_t smem = fp8_block_gemm_smem_bytes();  // allowed by fp8_block_gemm_prepare
-  const int64_t tiles = int64_t{(p.m + kFp8GemmTileM - 1) / kFp8GemmTileM} * ((p.n + kFp8GemmTileN - 1) / kFp8GemmTileN);
+  const int64_t tiles =
+      int64_t{(p.m + kFp8GemmTileM - 1) / kFp8GemmTileM} * ((p.n + kFp8GemmTileN - 1) / kFp8GemmTileN);
   const unsigned blocks = static_cast<unsigned>(std::clamp<int64_t>(tiles, 1, sm_count));  // persistent
   return launch_kernel(fp8_block_gemm_kernel<T>, dim3(blocks), dim3(kFp8GemmThreads), smem,
                        stream, {}, x_map, w_map, scale_map, p);
@@ -154,14 +156,7 @@ cudaError_t launch_amax_typed(const void* x, int64_t count, float* partials, int
 
 cudaError_t launch_fp8_weight_only_gemv(DenseType dtype, const kernels::Fp8GemvParams& p, cudaStream_t stream, bool pdl) {
   if (p.m < 1 || p.m > kernels::kFp8GemvMaxM || p.k % 16 != 0 || p.n < 1) return cudaErrorInvalidValue;
-  switch (dtype) {
-    case DenseType::kBF16:
-      return launch_gemv_for_scales<__nv_bfloat16>(p, stream, pdl);
-    case DenseType::kF16:
-      return launch_gemv_for_scales<__half>(p, stream, pdl);
-    default:
-      return cudaErrorInvalidValue;
-  }
+  return with_dense_type<false>(dtype, [&]<typename T>() { return launch_gemv_for_scales<T>(p, stream, pdl); });
 }
 
 int fp8_amax_blocks(const void* x, int64_t count, int sm_count) {
@@ -174,25 +169,12 @@ int fp8_amax_blocks(const void* x, int64_t count, int sm_count) {
 cudaError_t launch_fp8_amax(DenseType dtype, const void* x, int64_t count, float* partials, int blocks,
                             cudaStream_t stream) {
   if (blocks < 1 || blocks > kernels::kFp8AmaxMaxBlocks) return cudaErrorInvalidValue;
-  switch (dtype) {
-    case DenseType::kBF16:
-      return launch_amax_typed<__nv_bfloat16>(x, count, partials, blocks, stream);
-    case DenseType::kF16:
-      return launch_amax_typed<__half>(x, count, partials, blocks, stream);
-    default:
-      return cudaErrorInvalidValue;
-  }
+  return with_dense_type<false>(dtype,
+                                [&]<typename T>() { return launch_amax_typed<T>(x, count, partials, blocks, stream); });
 }
 
 cudaError_t launch_fp8_act_quant(DenseType dtype, const kernels::Fp8ActQuantParams& p, cudaStream_t stream) {
-  switch (dtype) {
-    case DenseType::kBF16:
-      return launch_act_quant_typed<__nv_bfloat16>(p, stream);
-    case DenseType::kF16:
-      return launch_act_quant_typed<__half>(p, stream);
-    default:
-      return cudaErrorInvalidValue;
-  }
+  return with_dense_type<false>(dtype, [&]<typename T>() { return launch_act_quant_typed<T>(p, stream); });
 }
 
 bool fp8_block_gemm_prepare() {
@@ -239,32 +221,15 @@ cudaError_t launch_fp8_block_gemm(DenseType dtype, const kernels::Fp8BlockGemmPa
   if (p.m < 1 || p.n < 1 || p.k < 1 || p.m_pad < p.m || p.m_pad % 4 != 0 || p.k % 16 != 0 ||
       p.scale_ld < (p.k + kernels::kFp8GemmTileK - 1) / kernels::kFp8GemmTileK)
     return cudaErrorInvalidValue;
-  switch (dtype) {
-    case DenseType::kBF16:
-      return launch_block_gemm_typed<__nv_bfloat16>(p, sm_count, stream);
-    case DenseType::kF16:
-      return launch_block_gemm_typed<__half>(p, sm_count, stream);
-    default:
-      return cudaErrorInvalidValue;
-  }
+  return with_dense_type<false>(dtype, [&]<typename T>() { return launch_block_gemm_typed<T>(p, sm_count, stream); });
 }
 
 cudaError_t launch_fp8_dequant(DenseType dtype, const kernels::Fp8DequantParams& p, int sm_count, cudaStream_t stream) {
   const unsigned grid = static_cast<unsigned>(std::clamp<int64_t>(p.n, 1, int64_t{sm_count} * 16));
-  switch (dtype) {
-    case DenseType::kBF16:
-      kernels::fp8_dequant_kernel<__nv_bfloat16><<<grid, 256, 0, stream>>>(p);
-      break;
-    case DenseType::kF16:
-      kernels::fp8_dequant_kernel<__half><<<grid, 256, 0, stream>>>(p);
-      break;
-    case DenseType::kF32:
-      kernels::fp8_dequant_kernel<float><<<grid, 256, 0, stream>>>(p);
-      break;
-    default:
-      return cudaErrorInvalidValue;
-  }
-  return cudaGetLastError();
+  return with_dense_type<true>(dtype, [&]<typename T>() {
+    kernels::fp8_dequant_kernel<T><<<grid, 256, 0, stream>>>(p);
+    return cudaGetLastError();
+  });
 }
 
 }  // namespace tpq::detail

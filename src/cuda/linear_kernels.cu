@@ -10,6 +10,7 @@
 #include "kernels/common/dense_gemv.cuh"
 #include "kernels/common/launch.cuh"
 #include "kernels/common/simt_gemm.cuh"
+#include "src/cuda/dense_dispatch.cuh"
 #include "src/cuda/linear_kernels.hpp"
 
 namespace tpq::detail {
@@ -37,14 +38,7 @@ cudaError_t launch_gemv_for_m(const kernels::DenseGemvParams& p, cudaStream_t st
 
 cudaError_t launch_dense_gemv(DenseType dtype, const kernels::DenseGemvParams& p, cudaStream_t stream, bool pdl) {
   if (p.m < 1 || p.m > kGemvMaxM) return cudaErrorInvalidValue;
-  switch (dtype) {
-    case DenseType::kBF16:
-      return launch_gemv_for_m<__nv_bfloat16>(p, stream, pdl);
-    case DenseType::kF16:
-      return launch_gemv_for_m<__half>(p, stream, pdl);
-    default:
-      return cudaErrorInvalidValue;
-  }
+  return with_dense_type<false>(dtype, [&]<typename T>() { return launch_gemv_for_m<T>(p, stream, pdl); });
 }
 
 bool gemv_code_has_clusters() {
@@ -61,20 +55,10 @@ cudaError_t launch_simt_gemm(DenseType dtype, const kernels::SimtGemmParams& p, 
   const int64_t grid_n = (p.n + kernels::kSimtTileN - 1) / kernels::kSimtTileN;
   if (grid_m > 65535 || grid_n > 0x7fffffff) return cudaErrorInvalidConfiguration;
   const dim3 grid(static_cast<unsigned>(grid_n), static_cast<unsigned>(grid_m));
-  switch (dtype) {
-    case DenseType::kBF16:
-      kernels::simt_gemm_kernel<__nv_bfloat16><<<grid, kernels::kSimtThreads, 0, stream>>>(p);
-      break;
-    case DenseType::kF16:
-      kernels::simt_gemm_kernel<__half><<<grid, kernels::kSimtThreads, 0, stream>>>(p);
-      break;
-    case DenseType::kF32:
-      kernels::simt_gemm_kernel<float><<<grid, kernels::kSimtThreads, 0, stream>>>(p);
-      break;
-    default:
-      return cudaErrorInvalidValue;
-  }
-  return cudaGetLastError();
+  return with_dense_type<true>(dtype, [&]<typename T>() {
+    kernels::simt_gemm_kernel<T><<<grid, kernels::kSimtThreads, 0, stream>>>(p);
+    return cudaGetLastError();
+  });
 }
 
 cudaError_t launch_add_bias(DenseType dtype, void* y, const void* bias, int64_t count, int64_t n, int sm_count,
@@ -82,23 +66,10 @@ cudaError_t launch_add_bias(DenseType dtype, void* y, const void* bias, int64_t 
   constexpr int kThreads = 256;
   const int64_t blocks = std::min<int64_t>((count + kThreads - 1) / kThreads, int64_t{sm_count} * 8);
   const unsigned grid = static_cast<unsigned>(std::max<int64_t>(blocks, 1));
-  switch (dtype) {
-    case DenseType::kBF16:
-      kernels::add_bias_kernel<<<grid, kThreads, 0, stream>>>(static_cast<__nv_bfloat16*>(y),
-                                                              static_cast<const __nv_bfloat16*>(bias), count, n);
-      break;
-    case DenseType::kF16:
-      kernels::add_bias_kernel<<<grid, kThreads, 0, stream>>>(static_cast<__half*>(y), static_cast<const __half*>(bias),
-                                                              count, n);
-      break;
-    case DenseType::kF32:
-      kernels::add_bias_kernel<<<grid, kThreads, 0, stream>>>(static_cast<float*>(y), static_cast<const float*>(bias),
-                                                              count, n);
-      break;
-    default:
-      return cudaErrorInvalidValue;
-  }
-  return cudaGetLastError();
+  return with_dense_type<true>(dtype, [&]<typename T>() {
+    kernels::add_bias_kernel<<<grid, kThreads, 0, stream>>>(static_cast<T*>(y), static_cast<const T*>(bias), count, n);
+    return cudaGetLastError();
+  });
 }
 
 }  // namespace tpq::detail

@@ -12,6 +12,7 @@
 #include "kernels/common/woq_gemm.cuh"
 #include "kernels/common/woq_gemv.cuh"
 #include "kernels/gptq/kernel_traits.cuh"
+#include "src/cuda/dense_dispatch.cuh"
 #include "src/cuda/woq_kernels.hpp"
 
 namespace tpq::detail {
@@ -75,6 +76,10 @@ cudaError_t launch_gemv_kernel(const kernels::WoqGemvParams& p, cudaStream_t str
                                 dim3(kernels::kWoqWarps * 32), 0, stream, options, p);
 }
 
+// Whether the grouped GEMV has two quads with two column tiles (M 9..16): only at 4 bits, llama8b gate_up 1.07x
+// there, where 8-bit (two planes) spills and ran 0.90x (s12). 3-bit blocks (three words) never have two quads.
+constexpr bool two_quads_with_two_tiles(int bits) { return bits == 4; }
+
 // Calls f.template operator()<kColTiles, kGrouped, kQuads>() for the instantiation that serves (m, grouped, quads);
 // quads as woq_gemv_max_quads allows (both callers check it first).
 template <int kBits, class F>
@@ -83,7 +88,7 @@ auto with_gemv_config(int m, bool grouped, int quads, F&& f) {
   if (!grouped) return two_tiles ? f.template operator()<2, false, 1>() : f.template operator()<1, false, 1>();
   if constexpr (kBits != 3) {
     if (quads == 2) {
-      if constexpr (kBits == 4) {
+      if constexpr (two_quads_with_two_tiles(kBits)) {
         if (two_tiles) return f.template operator()<2, true, 2>();
       }
       return f.template operator()<1, true, 2>();
@@ -171,10 +176,8 @@ cudaError_t launch_dequant_for_bits(int bits, const kernels::WoqDequantParams& p
 
 }  // namespace
 
-// Two quads at M 9..16 (two column tiles) only at 4 bits: llama8b gate_up 1.07x there, where 8-bit (two planes)
-// spills and ran 0.90x (s12).
 int woq_gemv_max_quads(int bits, int m, bool grouped) {
-  return grouped && bits != 3 && (m <= 8 || (bits == 4 && m <= 16)) ? 2 : 1;
+  return grouped && bits != 3 && (m <= 8 || (two_quads_with_two_tiles(bits) && m <= 16)) ? 2 : 1;
 }
 
 namespace {
@@ -188,11 +191,8 @@ bool gemv_config_exists(int bits, int m, bool grouped, int quads) {
 cudaError_t launch_woq_gemv(int bits, DenseType dtype, const kernels::WoqGemvParams& p, bool grouped,
                             cudaStream_t stream, bool pdl) {
   if (!gemv_config_exists(bits, p.m, grouped, p.quads) || p.n < 4 || p.n % 4 != 0) return cudaErrorInvalidValue;
-  switch (dtype) {
-    case DenseType::kBF16: return launch_gemv_for_bits<__nv_bfloat16>(bits, p, grouped, stream, pdl);
-    case DenseType::kF16: return launch_gemv_for_bits<__half>(bits, p, grouped, stream, pdl);
-    default: return cudaErrorInvalidValue;
-  }
+  return with_dense_type<false>(dtype,
+                                [&]<typename T>() { return launch_gemv_for_bits<T>(bits, p, grouped, stream, pdl); });
 }
 
 int woq_gemv_blocks_per_sm(int bits, DenseType dtype, int m, bool grouped, int quads) {
@@ -231,26 +231,16 @@ cudaError_t launch_woq_gemm(int bits, DenseType dtype, const kernels::WoqGemvPar
   const kernels::LaunchOptions options{.pdl = pdl};
   const bool act_order = p.g_idx != nullptr;
   return with_bits(bits, [&]<int kBits>() {
-    const auto launch = [&]<typename T>() {
+    return with_dense_type<false>(dtype, [&]<typename T>() {
       const auto kernel = act_order ? gemm_kernel<kBits, T, true>() : gemm_kernel<kBits, T, false>();
       return kernels::launch_kernel(kernel, grid, dim3(kernels::kWoqGemmWarps * 32), gemm_smem_bytes<kBits>(), stream,
                                     options, p);
-    };
-    switch (dtype) {
-      case DenseType::kBF16: return launch.template operator()<__nv_bfloat16>();
-      case DenseType::kF16: return launch.template operator()<__half>();
-      default: return cudaErrorInvalidValue;
-    }
+    });
   });
 }
 
 cudaError_t launch_woq_dequant(int bits, DenseType dtype, const kernels::WoqDequantParams& p, cudaStream_t stream) {
-  switch (dtype) {
-    case DenseType::kBF16: return launch_dequant_for_bits<__nv_bfloat16>(bits, p, stream);
-    case DenseType::kF16: return launch_dequant_for_bits<__half>(bits, p, stream);
-    case DenseType::kF32: return launch_dequant_for_bits<float>(bits, p, stream);
-    default: return cudaErrorInvalidValue;
-  }
+  return with_dense_type<true>(dtype, [&]<typename T>() { return launch_dequant_for_bits<T>(bits, p, stream); });
 }
 
 cudaError_t launch_woq_gather(DenseType dtype, const kernels::WoqGatherParams& p, int sm_count, cudaStream_t stream) {
@@ -259,13 +249,10 @@ cudaError_t launch_woq_gather(DenseType dtype, const kernels::WoqGatherParams& p
   if (total == 0) return cudaSuccess;
   const unsigned grid =
       static_cast<unsigned>(std::clamp<int64_t>((total + kThreads - 1) / kThreads, 1, int64_t{sm_count} * 8));
-  switch (dtype) {
-    case DenseType::kBF16: kernels::woq_gather_kernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(p); break;
-    case DenseType::kF16: kernels::woq_gather_kernel<__half><<<grid, kThreads, 0, stream>>>(p); break;
-    case DenseType::kF32: kernels::woq_gather_kernel<float><<<grid, kThreads, 0, stream>>>(p); break;
-    default: return cudaErrorInvalidValue;
-  }
-  return cudaGetLastError();
+  return with_dense_type<true>(dtype, [&]<typename T>() {
+    kernels::woq_gather_kernel<T><<<grid, kThreads, 0, stream>>>(p);
+    return cudaGetLastError();
+  });
 }
 
 }  // namespace tpq::detail
