@@ -108,13 +108,17 @@ struct PairDecoder {
     }
   }
 
+  // "magic": a pair already in the magic float's mantissas (v), as s · (v − (magic + z)) in T2 bits.
+  static __device__ __forceinline__ uint32_t scale_magic(uint32_t v, const Column& c) {
+    const T2 w = __hmul2(__hsub2(reinterpret_cast<const T2&>(v), reinterpret_cast<const T2&>(c.zero)),
+                         reinterpret_cast<const T2&>(c.scale));
+    return reinterpret_cast<const uint32_t&>(w);
+  }
+
   // The pair of weights, as T2 bits.
   static __device__ __forceinline__ uint32_t apply(uint32_t pair, const Column& c) {
     if constexpr (kMagic) {
-      const uint32_t v = pair | kMagicBits;
-      const T2 w = __hmul2(__hsub2(reinterpret_cast<const T2&>(v), reinterpret_cast<const T2&>(c.zero)),
-                           reinterpret_cast<const T2&>(c.scale));
-      return reinterpret_cast<const uint32_t&>(w);
+      return scale_magic(pair | kMagicBits, c);
     } else {
       const float z = __uint_as_float(c.zero), s = __uint_as_float(c.scale);
       const float lo = (__uint_as_float(0x4B000000u | (pair & 0xFFFFu)) - z) * s;
@@ -129,10 +133,7 @@ struct PairDecoder {
   static __device__ __forceinline__ uint32_t apply_field(uint32_t field, const Column& c) {
     constexpr uint32_t kMask = ((1u << kBits) - 1u) * 0x00010001u;
     if constexpr (kMagic) {
-      const uint32_t v = and_or(field, kMask, kMagicBits);
-      const T2 w = __hmul2(__hsub2(reinterpret_cast<const T2&>(v), reinterpret_cast<const T2&>(c.zero)),
-                           reinterpret_cast<const T2&>(c.scale));
-      return reinterpret_cast<const uint32_t&>(w);
+      return scale_magic(and_or(field, kMask, kMagicBits), c);
     } else {
       return apply(field & kMask, c);
     }

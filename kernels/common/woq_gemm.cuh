@@ -7,10 +7,11 @@
 // written and read again, four times the packed bytes), this kernel reads the packed weight once per 32 rows of M
 // and decodes it in registers:
 //  - A block of 8 warps owns 32 rows of M × 256 output columns (each warp one 32-column quad; 4 warps of two quads
-//    measured slower, fewer warps to hide latency) and one split of K. A ring of 3 shared-memory stages, filled with cp.async by every thread,
-//    holds per stage 16 blocks of codes of the 256 columns (128 rows of K at 4 bits), the same rows of x, and the
-//    zero points and scales of the groups its steps enter. Copies to shared memory do not occupy the registers'
-//    load scoreboard that bounds the GEMV (its batch of loads is waited for as a whole).
+//    measured slower, fewer warps to hide latency) and one split of K. A ring of 3 shared-memory stages, filled
+//    with cp.async by every thread, holds per stage 16 blocks of codes of the 256 columns (128 rows of K at 4
+//    bits), the same rows of x, and the zero points and scales of the groups its steps enter. Copies to shared
+//    memory do not occupy the registers' load scoreboard that bounds the GEMV (its batch of loads is waited for as
+//    a whole).
 //  - Each step (4 blocks of codes) a lane reads its quads' words of block 4·step + t as the GEMV loads them (one
 //    16-byte read per quad and word), and the matching kCodes activations of its rows g, g + 8, ... of M: the K order
 //    inside an MMA is the lane's own, as in the GEMV, so no shuffles. Codes become bf16/f16 pairs with the scale

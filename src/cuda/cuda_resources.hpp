@@ -162,12 +162,14 @@ namespace tpq::detail {
 
 // The split-K of one GEMV launch (kernels/common/split_k.cuh) over `work` units of K, `wanted` splits asked for:
 // at most kGemvMaxSplits and what the context's scratch holds for m x n partial sums, then as few as cover the
-// work in splits of `per_split` units (none empty).
+// work in splits of `per_split` units (none empty). The splits meet in a cluster where the context allows it and
+// they are few enough, unless the kernel never launches as one (`clusters` false).
 struct GemvSplit {
   kernels::SplitK split_k;
   int per_split = 0;
 };
-inline GemvSplit plan_gemv_split(const Context::CudaResources& res, int wanted, int work, int64_t m, int64_t n) {
+inline GemvSplit plan_gemv_split(const Context::CudaResources& res, int wanted, int work, int64_t m, int64_t n,
+                                 bool clusters = true) {
   const size_t fit = res.gemv_partial_floats / static_cast<size_t>(std::max<int64_t>(1, m * n));
   int splits = std::clamp(wanted, 1, static_cast<int>(std::min<size_t>(kGemvMaxSplits, std::max<size_t>(fit, 1))));
   const int per_split = std::max(1, (work + splits - 1) / splits);
@@ -175,7 +177,7 @@ inline GemvSplit plan_gemv_split(const Context::CudaResources& res, int wanted, 
   return {.split_k = {.partials = res.gemv_partials,
                       .tile_counters = res.gemv_tile_counters,
                       .splits = splits,
-                      .cluster = res.gemv_clusters && splits > 1 && splits <= kernels::kMaxClusterSplits},
+                      .cluster = clusters && res.gemv_clusters && splits > 1 && splits <= kernels::kMaxClusterSplits},
           .per_split = per_split};
 }
 

@@ -99,15 +99,15 @@ int steps_of(const WoqWeights& w) {
   return static_cast<int>((w.rows / kernels::gptq::PackLayout{w.bits}.block_codes() + 3) / 4);
 }
 
+// group_size of the kernels' parameters: the rows when one group covers them.
+int group_size_of(const WoqWeights& w) { return static_cast<int>(std::min<int64_t>(w.group_size, w.rows)); }
+
 // group_shift of the kernels' parameters: 31 for one group over the rows.
-int group_shift_of(const WoqWeights& w) {
-  return w.group_size >= w.rows ? 31 : shift_of(std::min<int64_t>(w.group_size, w.rows));
-}
+int group_shift_of(const WoqWeights& w) { return w.group_size >= w.rows ? 31 : shift_of(w.group_size); }
 
 void launch_gemv(Context::CudaResources& res, DType dtype, const WoqWeights& w, const void* x, const void* bias,
                  void* y, int64_t m, cudaStream_t stream) {
   const bool grouped = steps_in_one_group(w);
-  const int64_t group_size = std::min<int64_t>(w.group_size, w.rows);
   const int steps = steps_of(w);
   const size_t es = dtype_size(dtype);
   const DenseType dense = dense_type(dtype);
@@ -147,7 +147,7 @@ void launch_gemv(Context::CudaResources& res, DType dtype, const WoqWeights& w, 
                                    .m = static_cast<int>(mm),
                                    .n = static_cast<int>(w.n),
                                    .rows = static_cast<int>(w.rows),
-                                   .group_size = static_cast<int>(group_size),
+                                   .group_size = group_size_of(w),
                                    .group_shift = group_shift_of(w),
                                    .steps_per_split = split.per_split,
                                    .quads = quads};
@@ -169,8 +169,7 @@ void launch_gemm(Context::CudaResources& res, DType dtype, const WoqWeights& w, 
   if (tiles < res.sm_count && tiles <= res.gemv_max_tiles)
     wanted = std::min(static_cast<int>((res.sm_count + tiles - 1) / tiles), std::max(1, stages / 2));
   // The context's scratch (sized for these splits) and counters; never a cluster.
-  GemvSplit split = plan_gemv_split(res, wanted, stages, m, w.n);
-  split.split_k.cluster = false;
+  const GemvSplit split = plan_gemv_split(res, wanted, stages, m, w.n, /*clusters=*/false);
   const kernels::WoqGemvParams p{.x = x,
                                  .qweight = w.qweight,
                                  .zeros = w.zeros,
@@ -182,7 +181,7 @@ void launch_gemm(Context::CudaResources& res, DType dtype, const WoqWeights& w, 
                                  .m = static_cast<int>(m),
                                  .n = static_cast<int>(w.n),
                                  .rows = static_cast<int>(w.rows),
-                                 .group_size = static_cast<int>(std::min<int64_t>(w.group_size, w.rows)),
+                                 .group_size = group_size_of(w),
                                  .group_shift = group_shift_of(w),
                                  .steps_per_split = split.per_split * stage_steps,
                                  .quads = kernels::kWoqGemmQuads};

@@ -18,7 +18,7 @@ inline constexpr int kWoqGemvPassRows = 16;
 cudaError_t launch_woq_gemv(int bits, DenseType dtype, const kernels::WoqGemvParams& p, bool grouped,
                             cudaStream_t stream, bool pdl);
 // Column quads (32 columns each) per GEMV block that launch_woq_gemv takes for (bits, m, grouped): 2 for the
-// grouped GEMV at m <= 8 except 3-bit (three-word blocks), else 1.
+// grouped GEMV at m <= 8 except 3-bit (three-word blocks) and at 4 bits up to m = 16, else 1.
 int woq_gemv_max_quads(int bits, int m, bool grouped);
 // Blocks of the GEMV launch_woq_gemv would run for (bits, dtype, m, grouped, quads) that fit on one SM at once.
 int woq_gemv_blocks_per_sm(int bits, DenseType dtype, int m, bool grouped, int quads);
