@@ -42,6 +42,12 @@ class StreamOrderedAllocator final : public Allocator {
   }
 };
 
+// The value of environment variable `name`, empty when unset.
+std::string_view env(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr ? v : "";
+}
+
 }  // namespace
 
 Context::CudaResources::CudaResources(int dev, size_t ws_bytes) : device(dev), workspace_bytes(ws_bytes) {
@@ -50,17 +56,14 @@ Context::CudaResources::CudaResources(int dev, size_t ws_bytes) : device(dev), w
   TPQ_CUDA_CHECK(cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, device));
   TPQ_CUDA_CHECK(cudaDeviceGetAttribute(&cc_minor, cudaDevAttrComputeCapabilityMinor, device));
   use_pdl = cc_major >= 9;
-  const char* clusters = std::getenv("TPQ_GEMV_CLUSTERS");
-  gemv_clusters = cc_major >= 9 && (clusters == nullptr || std::string_view(clusters) != "0") &&
-                  detail::gemv_code_has_clusters();
-  const char* block_gemm = std::getenv("TPQ_FP8_BLOCK_GEMM");
-  if (block_gemm != nullptr && std::string_view(block_gemm) == "tpq") fp8_block_gemm_choice = BlockGemmChoice::kTpq;
-  if (block_gemm != nullptr && std::string_view(block_gemm) == "cublaslt")
-    fp8_block_gemm_choice = BlockGemmChoice::kCublasLt;
+  gemv_clusters = cc_major >= 9 && env("TPQ_GEMV_CLUSTERS") != "0" && detail::gemv_code_has_clusters();
+  const std::string_view block_gemm = env("TPQ_FP8_BLOCK_GEMM");
+  if (block_gemm == "tpq") fp8_block_gemm_choice = BlockGemmChoice::kTpq;
+  if (block_gemm == "cublaslt") fp8_block_gemm_choice = BlockGemmChoice::kCublasLt;
   fp8_block_gemm = cc_major == 9 && cc_minor == 0 && detail::fp8_block_gemm_prepare();
-  const char* woq_gemm_env = std::getenv("TPQ_WOQ_GEMM");
-  if (woq_gemm_env != nullptr && std::string_view(woq_gemm_env) == "1") woq_gemm_choice = WoqGemmChoice::kMid;
-  if (woq_gemm_env != nullptr && std::string_view(woq_gemm_env) == "always") woq_gemm_choice = WoqGemmChoice::kAlways;
+  const std::string_view woq_gemm_env = env("TPQ_WOQ_GEMM");
+  if (woq_gemm_env == "1") woq_gemm_choice = WoqGemmChoice::kMid;
+  if (woq_gemm_env == "always") woq_gemm_choice = WoqGemmChoice::kAlways;
   woq_gemm = woq_gemm_choice != WoqGemmChoice::kOff && cc_major >= 8 && detail::woq_gemm_prepare();
 
   cublasLtHandle_t handle = nullptr;
