@@ -118,6 +118,19 @@ Fp8Linear::Parts on_device(const Fp8Linear::Parts& p, Device d) {
   return out;
 }
 
+// The layer on GPU `device`.
+std::shared_ptr<Fp8Linear> gpu_layer(const Layer& l, int device) {
+  return std::make_shared<Fp8Linear>(on_device(l.host, Device::cuda(device)));
+}
+
+// Random activations for case c, uniform in [-1, 1), on the host in c's dtype.
+Tensor random_x(const Fp8Case& c, std::mt19937_64& rng) {
+  std::uniform_real_distribution<float> xd(-1.0f, 1.0f);
+  std::vector<float> xv(static_cast<size_t>(c.m * c.k));
+  for (float& v : xv) v = xd(rng);
+  return Tensor::from_floats(xv, {c.m, c.k}, c.dtype);
+}
+
 double rel_err(const std::vector<float>& got, const std::vector<float>& want, int64_t* nonfinite) {
   double num = 0, den = 0;
   *nonfinite = 0;
@@ -162,10 +175,7 @@ TEST_P(Fp8CudaTest, MatchesTheCpuReferenceOfItsPath) {
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   const Layer l = random_layer(c, rng);
-  std::uniform_real_distribution<float> xd(-1.0f, 1.0f);
-  std::vector<float> xv(static_cast<size_t>(c.m * c.k));
-  for (float& v : xv) v = xd(rng);
-  const Tensor x_host = Tensor::from_floats(xv, {c.m, c.k}, c.dtype);
+  const Tensor x_host = random_x(c, rng);
   const std::vector<float> x_exact = x_host.to_floats();
 
   Stream stream;
@@ -173,7 +183,7 @@ TEST_P(Fp8CudaTest, MatchesTheCpuReferenceOfItsPath) {
   Context ctx = Context::cuda(device, stream.get(), std::make_shared<PoisonAllocator>());
   if (c.block_gemm) ASSERT_EQ(unsetenv("TPQ_FP8_BLOCK_GEMM"), 0);
   ctx.set_fp8_fast_accumulation(c.fast_accum);
-  const auto layer = std::make_shared<Fp8Linear>(on_device(l.host, Device::cuda(device)));
+  const auto layer = gpu_layer(l, device);
   const Tensor x = x_host.to(Device::cuda(device));
   Tensor y;
   try {
@@ -526,13 +536,10 @@ TEST_F(Fp8CudaFastAccum, SwitchingOnOneContextSwitchesTheGemm) {
   const Fp8Case c{Fp8ScaleKind::kTensor, Fp8ActScheme::kStaticTensor, false, DType::F16, 64, 256, 4096,
                   Fp8Path::kScaledGemm, false};
   const Layer l = random_layer(c, rng);
-  std::uniform_real_distribution<float> xd(-1.0f, 1.0f);
-  std::vector<float> xv(static_cast<size_t>(c.m * c.k));
-  for (float& v : xv) v = xd(rng);
+  const Tensor x = random_x(c, rng).to(Device::cuda(device));
   Stream stream;
   Context ctx = Context::cuda(device, stream.get());
-  const auto layer = std::make_shared<Fp8Linear>(on_device(l.host, Device::cuda(device)));
-  const Tensor x = Tensor::from_floats(xv, {c.m, c.k}, c.dtype).to(Device::cuda(device));
+  const auto layer = gpu_layer(l, device);
   const auto run = [&](bool fast) -> std::vector<float> {
     ctx.set_fp8_fast_accumulation(fast);
     const Tensor y = layer->forward_path(x, ctx, Fp8Path::kScaledGemm);
@@ -553,7 +560,7 @@ TEST_F(Fp8CudaErrors, ForcedPathsThatCannotRunAreUnsupported) {
   std::mt19937_64 rng(1);
   const Fp8Case c{Fp8ScaleKind::kTensor, Fp8ActScheme::kNone, false, DType::BF16, 32, 64, 200, Fp8Path::kAuto, false};
   const Layer l = random_layer(c, rng);
-  const auto layer = std::make_shared<Fp8Linear>(on_device(l.host, Device::cuda(device)));
+  const auto layer = gpu_layer(l, device);
   Stream stream;
   const Context ctx = Context::cuda(device, stream.get());
   const Tensor x = Tensor::zeros({32, 200}, DType::BF16).to(Device::cuda(device));
@@ -590,11 +597,8 @@ TEST_F(Fp8CudaErrors, BlockGemmWritesAnOutputAtAnOddTwoByteOffset) {
   const Fp8Case c{Fp8ScaleKind::kBlock, Fp8ActScheme::kDynamicGroup, false, DType::BF16, 70, 256, 400,
                   Fp8Path::kScaledGemm, true};
   const Layer l = random_layer(c, rng);
-  const auto layer = std::make_shared<Fp8Linear>(on_device(l.host, Device::cuda(device)));
-  std::uniform_real_distribution<float> xd(-1.0f, 1.0f);
-  std::vector<float> xv(static_cast<size_t>(c.m * c.k));
-  for (float& v : xv) v = xd(rng);
-  const Tensor x = Tensor::from_floats(xv, {c.m, c.k}, c.dtype).to(Device::cuda(device));
+  const auto layer = gpu_layer(l, device);
+  const Tensor x = random_x(c, rng).to(Device::cuda(device));
   Stream stream;
   const Context ctx = Context::cuda(device, stream.get());
   const Tensor aligned = layer->forward_path(x, ctx, Fp8Path::kScaledGemm);
@@ -619,7 +623,7 @@ TEST_F(Fp8CudaErrors, BlockScalesWithKNotAMultipleOf128RunOnlyOnTpqsGemm) {
   const Fp8Case c{Fp8ScaleKind::kBlock, Fp8ActScheme::kDynamicGroup, false, DType::BF16, 64, 256, 400,
                   Fp8Path::kScaledGemm, false};
   const Layer l = random_layer(c, rng);
-  const auto layer = std::make_shared<Fp8Linear>(on_device(l.host, Device::cuda(device)));
+  const auto layer = gpu_layer(l, device);
   Stream stream;
   const Tensor x = Tensor::zeros({c.m, c.k}, DType::BF16).to(Device::cuda(device));
   {

@@ -1,11 +1,11 @@
 // GPTQ-family layers on CUDA against the CPU reference (tpq/quant/gptq.hpp, kernels/gptq/reference.hpp): the
 // weight-only GEMV (M <= 16, split-K on narrow outputs; in passes of 16 rows up to 64), the mid-M GEMM (opt-in,
-// TPQ_WOQ_GEMM=1 for M 17..512; forced with TPQ_WOQ_GEMM=always at every M it takes, split-K where tiles are few), the
-// dequantize kernel (bit-exact with the CPU), and the prefill path (dequantize + cuBLASLt) for M in
-// {1, 3, 8, 16, 17, 40, 64, 512}, Llama-ish shapes and odd
-// multiples of the group size, every bit width, sym/asym, group -1 and act-order (rows sorted and padded on the
-// device, x gathered). Fresh random data each run; every allocation the forward makes is poisoned with NaN bytes;
-// NaN never passes. Row-parallel act-order shards loaded straight onto the GPU match their CPU twins.
+// TPQ_WOQ_GEMM=1 for M 17..512; forced with TPQ_WOQ_GEMM=always at every M it takes, split-K where tiles are few),
+// the dequantize kernel (bit-exact with the CPU), and the prefill path (dequantize + cuBLASLt) for M in
+// {1, 3, 8, 16, 17, 40, 64, 512}, Llama-ish shapes and odd multiples of the group size, every bit width, sym/asym,
+// group -1 and act-order (rows sorted and padded on the device, x gathered). Fresh random data each run; every
+// allocation the forward makes is poisoned with NaN bytes; NaN never passes. Row-parallel act-order shards loaded
+// straight onto the GPU match their CPU twins.
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
