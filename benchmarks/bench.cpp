@@ -1,14 +1,16 @@
 // tpq_bench: the one benchmark driver (DESIGN.md section 6).
 //
 //   tpq_bench [--format unquant,...] [--m 1,8,16,32,128,512,4096] [--shapes llama8b,llama70b_tp8 | --n N --k K]
-//             [--dtype bf16|f16] [--iters 20] [--graph-calls 20] [--json FILE]
+//             [--dtype bf16|f16] [--iters 20] [--graph-calls 20] [--json FILE] [--floor]
 //
 // Each run measures the device's read bandwidth first (a read-only sweep over 4 GiB with 16-byte loads), then,
 // per shape and M, times the cuBLAS baseline and every selected format. Timing: `graph-calls` forwards captured
 // in one CUDA graph, cycling through enough copies of the weights and inputs that they exceed 3x the L2 (so
 // weights come from DRAM as in a real model), replayed `iters` times with CUDA events; the median replay over
 // graph-calls is the time of one forward. The error column is max |out - ref| / max |ref| against cuBLAS on the
-// format's reference weight (the same inputs).
+// format's reference weight (the same inputs). With --floor, a last column gives each row's stream floor: the
+// graph-timed time of a kernel that only reads the row's weight bytes (same copies, same launch attributes), as a
+// percentage of the row's time: how close the row comes to what streaming its bytes alone takes on this GPU.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
@@ -20,6 +22,7 @@
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -65,6 +68,7 @@ struct Options {
   int iters = 20;
   int graph_calls = 20;
   std::string json;
+  bool floor = false;  // --floor: the stream-floor column
 };
 
 std::vector<std::string> split_list(const std::string& s) {
@@ -96,7 +100,7 @@ void usage() {
   fmt::print(
       "usage: tpq_bench [--format {}] [--m 1,8,16,32,128,512,4096]\n"
       "                 [--shapes llama8b,llama70b_tp8 | --n N --k K] [--dtype bf16|f16]\n"
-      "                 [--iters 20] [--graph-calls 20] [--json FILE]\n",
+      "                 [--iters 20] [--graph-calls 20] [--json FILE] [--floor]\n",
       names);
 }
 
@@ -109,6 +113,10 @@ Options parse(int argc, char** argv) {
     if (arg == "-h" || arg == "--help") {
       usage();
       std::exit(0);
+    }
+    if (arg == "--floor") {
+      o.floor = true;
+      continue;
     }
     if (const size_t eq = arg.find('='); eq != std::string::npos) {
       value = arg.substr(eq + 1);
@@ -242,6 +250,7 @@ struct Row {
   double speedup;
   std::optional<double> max_err;
   int copies;
+  std::optional<double> floor_us;  // --floor
 };
 
 // Inputs and outputs cycled through together with the weight copies.
@@ -263,28 +272,13 @@ struct Timing {
   int copies;
 };
 
-Timing time_format(BenchFormat& format, const BenchProblem& p, const void* master, IoSets& io, const Options& o,
-                   size_t l2_bytes, cudaStream_t stream) {
-  const size_t es = dtype_size(p.dtype);
-  const double set_bytes = format.weight_bytes(p.n, p.k) + static_cast<double>(p.m * (p.k + p.n)) * es;
-  const int copies = static_cast<int>(std::clamp(std::ceil(3.0 * static_cast<double>(l2_bytes) / set_bytes), 1.0, 64.0));
-  io.ensure(p, copies, stream);
-  // setup may copy on the legacy stream, which does not wait for our non-blocking stream's fills.
-  TPQ_CUDA_CHECK(cudaStreamSynchronize(stream));
-  format.setup(p, master, copies);
-  TPQ_CUDA_CHECK(cudaDeviceSynchronize());
-
-  // Eager warm-up over every copy: module loading, cuBLASLt heuristics and plan caches stay out of the graph.
-  for (int c = 0; c < copies; ++c) format.run(c, io.x[static_cast<size_t>(c)].get(), io.y[static_cast<size_t>(c)].get());
-  TPQ_CUDA_CHECK(cudaStreamSynchronize(stream));
-
+// Microseconds per call of `call(i)` for i = 0 .. graph_calls - 1 captured in one CUDA graph: the median over
+// `iters` replays.
+double graph_us(const std::function<void(int)>& call, const Options& o, cudaStream_t stream) {
   cudaGraph_t graph = nullptr;
   TPQ_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
   try {
-    for (int i = 0; i < o.graph_calls; ++i) {
-      const size_t c = static_cast<size_t>(i % copies);
-      format.run(static_cast<int>(c), io.x[c].get(), io.y[c].get());
-    }
+    for (int i = 0; i < o.graph_calls; ++i) call(i);
   } catch (...) {
     (void)cudaStreamEndCapture(stream, &graph);
     if (graph != nullptr) (void)cudaGraphDestroy(graph);
@@ -306,8 +300,64 @@ Timing time_format(BenchFormat& format, const BenchProblem& p, const void* maste
   TPQ_CUDA_CHECK(cudaStreamSynchronize(stream));
   std::vector<float> ms;
   for (int i = 0; i < o.iters; ++i) ms.push_back(elapsed_ms(starts[static_cast<size_t>(i)], ends[static_cast<size_t>(i)]));
-  return {static_cast<double>(median(ms)) * 1e3 / o.graph_calls, copies};
+  return static_cast<double>(median(ms)) * 1e3 / o.graph_calls;
 }
+
+Timing time_format(BenchFormat& format, const BenchProblem& p, const void* master, IoSets& io, const Options& o,
+                   size_t l2_bytes, cudaStream_t stream) {
+  const size_t es = dtype_size(p.dtype);
+  const double set_bytes = format.weight_bytes(p.n, p.k) + static_cast<double>(p.m * (p.k + p.n)) * es;
+  const int copies = static_cast<int>(std::clamp(std::ceil(3.0 * static_cast<double>(l2_bytes) / set_bytes), 1.0, 64.0));
+  io.ensure(p, copies, stream);
+  // setup may copy on the legacy stream, which does not wait for our non-blocking stream's fills.
+  TPQ_CUDA_CHECK(cudaStreamSynchronize(stream));
+  format.setup(p, master, copies);
+  TPQ_CUDA_CHECK(cudaDeviceSynchronize());
+
+  // Eager warm-up over every copy: module loading, cuBLASLt heuristics and plan caches stay out of the graph.
+  for (int c = 0; c < copies; ++c) format.run(c, io.x[static_cast<size_t>(c)].get(), io.y[static_cast<size_t>(c)].get());
+  TPQ_CUDA_CHECK(cudaStreamSynchronize(stream));
+
+  return {graph_us([&](int i) {
+            const size_t c = static_cast<size_t>(i % copies);
+            format.run(static_cast<int>(c), io.x[c].get(), io.y[c].get());
+          }, o, stream),
+          copies};
+}
+
+// The stream floor of `bytes` of weight (launch_floor_read) as a format's row would see it: `copies` copies
+// cycled through in the same graph timing. Measured once per (bytes, copies) and remembered.
+class StreamFloor {
+ public:
+  double us(size_t bytes, int copies, bool pdl, const Options& o, cudaStream_t stream) {
+    bytes = (bytes + 15) / 16 * 16;
+    for (const Entry& e : done_)
+      if (e.bytes == bytes && e.copies == copies) return e.us;
+    std::vector<DeviceBuffer> bufs;
+    for (int c = 0; c < copies; ++c) {
+      bufs.emplace_back(bytes);
+      TPQ_CUDA_CHECK(launch_fill_random(ElemType::kBF16, bufs.back().get(), bytes / 2, 0xf100 + c, 1.0f, stream));
+    }
+    DeviceBuffer sink(sizeof(unsigned long long));
+    TPQ_CUDA_CHECK(cudaMemsetAsync(sink.get(), 0, sink.bytes(), stream));
+    auto* s = static_cast<unsigned long long*>(sink.get());
+    const auto call = [&](int i) {
+      TPQ_CUDA_CHECK(launch_floor_read(bufs[static_cast<size_t>(i % copies)].get(), bytes, pdl, s, stream));
+    };
+    for (int i = 0; i < copies; ++i) call(i);
+    TPQ_CUDA_CHECK(cudaStreamSynchronize(stream));
+    done_.push_back({bytes, copies, graph_us(call, o, stream)});
+    return done_.back().us;
+  }
+
+ private:
+  struct Entry {
+    size_t bytes;
+    int copies;
+    double us;
+  };
+  std::vector<Entry> done_;
+};
 
 // max |format - cuBLAS(reference weight)| / max |cuBLAS(reference weight)| on copy 0's inputs.
 double max_error(BenchFormat& format, const BenchProblem& p, const IoSets& io, cudaStream_t stream) {
@@ -331,15 +381,18 @@ double max_error(BenchFormat& format, const BenchProblem& p, const IoSets& io, c
 
 // ---- output ----
 
-void print_header_row() {
-  fmt::print("#\n# {:<12} {:<20} {:>5} {:>6} {:>6} {:>9} {:>8} {:>11} {:>6} {:>9} {:>9}\n", "format", "shape", "M",
-             "N", "K", "time(us)", "TFLOP/s", "weight GB/s", "%BW", "vs cuBLAS", "max err");
+void print_header_row(bool floor) {
+  fmt::print("#\n# {:<12} {:<20} {:>5} {:>6} {:>6} {:>9} {:>8} {:>11} {:>6} {:>9} {:>9}{}\n", "format", "shape", "M",
+             "N", "K", "time(us)", "TFLOP/s", "weight GB/s", "%BW", "vs cuBLAS", "max err",
+             floor ? "  floor us (% of row)" : "");
 }
 
 void print_row(const Row& r) {
   const std::string err = r.max_err ? fmt::format("{:.2e}", *r.max_err) : std::string("-");
-  fmt::print("  {:<12} {:<20} {:>5} {:>6} {:>6} {:>9.2f} {:>8.2f} {:>11.1f} {:>6.1f} {:>9.2f} {:>9}\n", r.format,
-             r.shape, r.m, r.n, r.k, r.us, r.tflops, r.weight_gbs, r.pct_bw, r.speedup, err);
+  const std::string floor =
+      r.floor_us ? fmt::format("  {:8.2f} ({:5.1f})", *r.floor_us, 100.0 * *r.floor_us / r.us) : std::string();
+  fmt::print("  {:<12} {:<20} {:>5} {:>6} {:>6} {:>9.2f} {:>8.2f} {:>11.1f} {:>6.1f} {:>9.2f} {:>9}{}\n", r.format,
+             r.shape, r.m, r.n, r.k, r.us, r.tflops, r.weight_gbs, r.pct_bw, r.speedup, err, floor);
   std::fflush(stdout);
 }
 
@@ -392,7 +445,7 @@ int run(int argc, char** argv) {
   fmt::print("# weight GB/s and %BW count weight bytes only; max err = max|out-ref|/max|ref| vs {} on the same "
              "inputs\n",
              baseline_name);
-  print_header_row();
+  print_header_row(o.floor);
 
   std::vector<const FormatEntry*> selected;
   for (const auto& e : format_registry())
@@ -400,6 +453,9 @@ int run(int argc, char** argv) {
       selected.push_back(&e);
 
   std::vector<Row> rows;
+  // Launched as tpq launches its GEMVs: for programmatic dependent launch on sm_90+ unless TPQ_NO_PDL is set.
+  const bool pdl = prop.major >= 9 && no_pdl == nullptr;
+  StreamFloor stream_floor;
   for (const Shape& shape : o.shapes) {
     for (int64_t m : o.ms) {
       BenchProblem p{.m = m, .n = shape.n, .k = shape.k, .dtype = o.dtype, .ctx = &ctx, .cublas = cublas};
@@ -413,8 +469,11 @@ int run(int argc, char** argv) {
                                 std::optional<double> err) {
         const double s = t.us * 1e-6;
         const double wgbs = f.weight_bytes(shape.n, shape.k) / s / 1e9;
+        std::optional<double> floor_us;
+        if (o.floor)
+          floor_us = stream_floor.us(static_cast<size_t>(f.weight_bytes(shape.n, shape.k)), t.copies, pdl, o, stream);
         return Row{name, shape.label, m, shape.n, shape.k, t.us, flops / s / 1e12, wgbs, 100.0 * wgbs / bandwidth,
-                   base_us / t.us, err, t.copies};
+                   base_us / t.us, err, t.copies, floor_us};
       };
 
       double base_us = 0.0;
@@ -455,6 +514,7 @@ int run(int argc, char** argv) {
                             {"tflops", r.tflops},   {"weight_gbs", r.weight_gbs}, {"pct_bw", r.pct_bw},
                             {"speedup_vs_cublas", r.speedup}, {"copies", r.copies}};
       row["max_err"] = r.max_err ? nlohmann::json(*r.max_err) : nlohmann::json(nullptr);
+      if (r.floor_us) row["floor_us"] = *r.floor_us;
       j["rows"].push_back(row);
     }
     std::ofstream(o.json) << j.dump(2) << "\n";

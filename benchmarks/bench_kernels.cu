@@ -6,6 +6,8 @@
 #include <type_traits>
 
 #include "benchmarks/bench_kernels.hpp"
+#include "kernels/common/launch.cuh"
+#include "kernels/common/ptx_ops.cuh"
 
 namespace tpq::bench {
 
@@ -35,6 +37,26 @@ __global__ void __launch_bounds__(256) read_sweep_kernel(const uint4* p, size_t 
     const uint4 v = load_stream(p + i);
     acc ^= v.x ^ v.y ^ v.z ^ v.w;
   }
+  if (acc == 0x9e3779b9u) atomicAdd(sink, 1ull);  // data-dependent, so the loads stay
+}
+
+constexpr int kFloorThreads = 256;
+constexpr int kFloorLoads = 8;
+
+__global__ void __launch_bounds__(kFloorThreads) floor_read_kernel(const uint4* p, size_t n16,
+                                                                   unsigned long long* sink) {
+  kernels::pdl_launch_dependents();
+  const size_t base = static_cast<size_t>(blockIdx.x) * kFloorThreads * kFloorLoads + threadIdx.x;
+  uint4 v[kFloorLoads];
+#pragma unroll
+  for (int u = 0; u < kFloorLoads; ++u) {
+    const size_t i = base + static_cast<size_t>(u) * kFloorThreads;
+    v[u] = i < n16 ? load_stream(p + i) : make_uint4(0, 0, 0, 0);
+  }
+  kernels::pdl_wait();
+  unsigned acc = 0;
+#pragma unroll
+  for (int u = 0; u < kFloorLoads; ++u) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
   if (acc == 0x9e3779b9u) atomicAdd(sink, 1ull);  // data-dependent, so the loads stay
 }
 
@@ -95,6 +117,15 @@ cudaError_t launch_read_sweep(const void* p, size_t bytes, int unroll, int sm_co
   else
     read_sweep_kernel<4><<<grid, 256, 0, stream>>>(static_cast<const uint4*>(p), n16, sink);
   return cudaGetLastError();
+}
+
+cudaError_t launch_floor_read(const void* p, size_t bytes, bool pdl, unsigned long long* sink, cudaStream_t stream) {
+  const size_t n16 = bytes / 16;
+  const size_t per_block = static_cast<size_t>(kFloorThreads) * kFloorLoads;
+  const size_t blocks = (n16 + per_block - 1) / per_block;
+  if (blocks == 0 || blocks > 0x7fffffffu) return blocks == 0 ? cudaSuccess : cudaErrorInvalidValue;
+  return kernels::launch_kernel(floor_read_kernel, dim3(static_cast<unsigned>(blocks)), dim3(kFloorThreads), 0,
+                                stream, {.pdl = pdl}, static_cast<const uint4*>(p), n16, sink);
 }
 
 cudaError_t launch_fill_random(ElemType type, void* p, size_t count, uint64_t seed, float scale, cudaStream_t stream) {

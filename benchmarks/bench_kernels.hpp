@@ -15,6 +15,13 @@ enum class ElemType { kBF16, kF16 };
 cudaError_t launch_read_sweep(const void* p, size_t bytes, int unroll, int sm_count, unsigned long long* sink,
                               cudaStream_t stream);
 
+// The stream floor of a weight-only layer: reads `bytes` (a multiple of 16) at `p` once, 8 loads of 16 bytes in
+// flight per thread, one block per 32 KB, and does nothing else. Shaped like tpq's GEMVs where it matters to a
+// launch inside a graph: with `pdl` it is launched for programmatic dependent launch, lets the next launch start
+// at once, issues its loads before it waits for the previous launch, and ends after it (a GEMV reads the
+// activations the previous layer wrote).
+cudaError_t launch_floor_read(const void* p, size_t bytes, bool pdl, unsigned long long* sink, cudaStream_t stream);
+
 // Fills `count` elements with uniform values in [-scale, scale) from a counter-based hash of (seed, index).
 cudaError_t launch_fill_random(ElemType type, void* p, size_t count, uint64_t seed, float scale, cudaStream_t stream);
 

@@ -7,8 +7,8 @@
 # Files in $OUT: build.log, ctest.log, bench.txt, bench.json, bench_nopdl.txt (unquant at M=1,8 with
 # programmatic dependent launch off, to see what it buys), summary.txt.
 # Knobs (environment): BUILD_DIR (default build-gpu), CUDA_ARCHS (default 90a), TPQ_CTEST_ARGS (extra ctest
-# arguments, e.g. "-L cuda"), TPQ_BENCH_ARGS (extra tpq_bench arguments, e.g. "--m 1,8 --shapes llama8b"),
-# TPQ_SKIP_TESTS=1, TPQ_SKIP_BENCH=1, TPQ_SKIP_NOPDL=1.
+# arguments, e.g. "-L cuda"), TPQ_BENCH_ARGS (extra tpq_bench arguments, e.g. "--m 1,8 --shapes llama8b"; "--floor"
+# adds the stream-floor column), TPQ_SKIP_TESTS=1, TPQ_SKIP_BENCH=1, TPQ_SKIP_NOPDL=1.
 # Exit status: non-zero when the build, a test or the benchmark failed; the benchmark runs regardless of tests.
 set -uo pipefail
 
