@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <random>
 #include <sstream>
@@ -399,13 +400,12 @@ INSTANTIATE_TEST_SUITE_P(DtypesKindsRows, Fp8GemvCodes,
                                   std::to_string(std::get<2>(i.param));
                          });
 
-// The accumulation mode is part of the cached cuBLASLt plan: switching it on one context must switch the GEMM
-// (the fast and the promoted sums differ somewhere at K = 4096), and switching back must give the fast result again.
 // The scaled GEMM's activation quantization on its own, against the CPU emulation (ref::fp8_quantize_activation),
 // code for code and scale for scale: every scheme, both dtypes, power-of-two scales and an amax upper bound, rows of
 // 16-byte, 8-byte and 2-byte steps (K % 8, K % 4, odd K, and x starting 8 or 2 bytes past an aligned address),
 // and inputs large enough for the dynamic per-tensor amax pass to run its largest grid with a remainder. One
-// element of x is made the largest, at a random place, so an amax pass that missed part of x gets the scale wrong.
+// element of x is made the largest, at a random place, so an amax pass that missed part of x gets the scale wrong;
+// static cases also quantize +inf, -inf and NaN (clamped to +-448 before the cast).
 // Codes and scales start as NaN bytes; the CUDA path never writes a NaN code.
 struct ActQuantCase {
   Fp8ActScheme scheme;
@@ -414,6 +414,7 @@ struct ActQuantCase {
   DType dtype;
   int64_t m, k;
   size_t x_offset;  // bytes past a 256-byte aligned allocation
+  float input_scale = 0.0123f;  // static; a power of two puts x / s exactly between two codes often (ties to even)
 };
 
 class Fp8CudaActQuant : public CudaTestWithParam<ActQuantCase> {};
@@ -427,10 +428,15 @@ TEST_P(Fp8CudaActQuant, MatchesTheCpuEmulationExactly) {
   std::vector<float> xv(static_cast<size_t>(c.m * c.k));
   for (float& v : xv) v = xd(rng);
   xv[std::uniform_int_distribution<size_t>(0, xv.size() - 1)(rng)] = -37.5f;
+  if (c.scheme == Fp8ActScheme::kStaticTensor && xv.size() >= 4) {  // the clamp's NaN and infinities (codes +-448)
+    xv[1] = std::numeric_limits<float>::infinity();
+    xv[2] = -std::numeric_limits<float>::infinity();
+    xv[3] = std::numeric_limits<float>::quiet_NaN();
+  }
   const Tensor x_host = Tensor::from_floats(xv, {c.m, c.k}, c.dtype);
   const std::vector<float> x_exact = x_host.to_floats();
   const Fp8ActQuant act{.scheme = c.scheme, .ue8m0 = c.ue8m0, .scale_ub = c.scale_ub, .group = 128};
-  const float input_scale = 0.0123f;
+  const float input_scale = c.input_scale;
   const ref::Fp8QuantizedActivation want =
       ref::fp8_quantize_activation(x_exact.data(), c.m, c.k, act, input_scale);
 
@@ -479,6 +485,9 @@ std::vector<ActQuantCase> act_quant_cases() {
   cases.push_back({A::kDynamicTensor, false, 0.0f, DType::F16, 1001, 4096, 8});
   cases.push_back({A::kDynamicTensor, false, 20.0f, DType::BF16, 96, 2048, 0});
   cases.push_back({A::kDynamicToken, false, 20.0f, DType::BF16, 96, 2048, 0});
+  // Static scales that are powers of two.
+  cases.push_back({A::kStaticTensor, false, 0.0f, DType::BF16, 64, 4096, 0, 0.015625f});
+  cases.push_back({A::kStaticTensor, false, 0.0f, DType::F16, 7, 1000, 2, 0.0078125f});
   return cases;
 }
 
@@ -486,7 +495,8 @@ std::string act_quant_name(const ::testing::TestParamInfo<ActQuantCase>& i) {
   const ActQuantCase& c = i.param;
   std::string s = std::string(fp8_act_scheme_name(c.scheme)) + (c.ue8m0 ? "_ue8m0" : "") +
                   (c.scale_ub > 0.0f ? "_ub" : "") + "_" + std::string(dtype_name(c.dtype)) + "_m" +
-                  std::to_string(c.m) + "_k" + std::to_string(c.k) + "_off" + std::to_string(c.x_offset);
+                  std::to_string(c.m) + "_k" + std::to_string(c.k) + "_off" + std::to_string(c.x_offset) +
+                  (c.input_scale != 0.0123f ? "_pow2" : "");
   std::replace(s.begin(), s.end(), '-', '_');
   return s;
 }
@@ -524,6 +534,8 @@ TEST_F(Fp8CudaActQuantErrors, RefusesBadArguments) {
   TPQ_TEST_CUDA(cudaDeviceSynchronize());
 }
 
+// The accumulation mode is part of the cached cuBLASLt plan: switching it on one context must switch the GEMM
+// (the fast and the promoted sums differ somewhere at K = 4096), and switching back must give the fast result again.
 class Fp8CudaFastAccum : public CudaTest {};
 
 TEST_F(Fp8CudaFastAccum, SwitchingOnOneContextSwitchesTheGemm) {
