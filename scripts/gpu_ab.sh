@@ -16,29 +16,41 @@
 # /tmp/tpq_ab_ref: where the reference is unpacked and built).
 # A switch instead of a reference tree: `AB_ENV=NAME scripts/gpu_ab.sh - [arguments...]` runs the working tree's
 # bench with NAME=1 ("new") against the same bench with NAME=0 ("ref"); AB_NEW and AB_REF replace the 1 and the 0.
+# Binaries built elsewhere (scripts/local_build.sh, carried to the device): AB_NEW_BENCH=path skips the working
+# tree's build, AB_REF_BENCH=path the reference's (then the first argument is `-`).
 set -uo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"
 
 ab_env="${AB_ENV:-}"
-if [ $# -lt 1 ] || { [ -z "$ab_env" ] && [ ! -f "$1" ]; }; then
+new_bench="${AB_NEW_BENCH:-}"
+ref_bench="${AB_REF_BENCH:-}"
+if [ $# -lt 1 ] || { [ -z "$ab_env" ] && [ -z "$ref_bench" ] && [ ! -f "$1" ]; }; then
   echo "usage: OUT=dir $0 REF_TARBALL [tpq_bench arguments...]   (REF_TARBALL from git archive)" >&2
   exit 2
 fi
+for exe in "$new_bench" "$ref_bench"; do
+  [ -z "$exe" ] || [ -x "$exe" ] || { echo "not an executable: $exe"; exit 2; }
+done
+[ -n "$ab_env" ] && [ -n "$ref_bench" ] && { echo "AB_ENV and AB_REF_BENCH exclude each other"; exit 2; }
 tarball=""
-[ -z "$ab_env" ] && tarball="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
+[ -z "$ab_env" ] && [ -z "$ref_bench" ] && tarball="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
 shift
 ref="${AB_REF_DIR:-/tmp/tpq_ab_ref}"
 passes="${AB_PASSES:-2}"
 
 # The working tree's build; with a reference tree, both at once, the cores split between them.
 half=$jobs
-[ -z "$ab_env" ] && half=$(( jobs > 1 ? jobs / 2 : 1 ))
-( tpq_gpu_configure "$OUT/ab_build_new.log" >/dev/null &&
-  ninja -C "$build" -j "$half" tpq_bench >>"$OUT/ab_build_new.log" 2>&1 ) &
-new_pid=$!
+[ -n "$tarball" ] && [ -z "$new_bench" ] && half=$(( jobs > 1 ? jobs / 2 : 1 ))
+new_pid=""
+if [ -z "$new_bench" ]; then
+  ( tpq_gpu_configure "$OUT/ab_build_new.log" >/dev/null &&
+    ninja -C "$build" -j "$half" tpq_bench >>"$OUT/ab_build_new.log" 2>&1 ) &
+  new_pid=$!
+  new_bench="$build/benchmarks/tpq_bench"
+fi
 ref_pid=""
-if [ -z "$ab_env" ]; then
+if [ -n "$tarball" ]; then
   rm -rf "$ref" && mkdir -p "$ref/src" || exit 1
   tar -xf "$tarball" -C "$ref/src" || { echo "cannot unpack $tarball"; exit 1; }
   ( cmake -S "$ref/src" -B "$ref/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTPQ_CUDA=ON \
@@ -47,9 +59,12 @@ if [ -z "$ab_env" ]; then
   ref_pid=$!
 fi
 failed=0
-wait $new_pid || { echo "working tree: build FAILED"; tail -20 "$OUT/ab_build_new.log"; failed=1; }
+if [ -n "$new_pid" ]; then
+  wait $new_pid || { echo "working tree: build FAILED"; tail -20 "$OUT/ab_build_new.log"; failed=1; }
+fi
 if [ -n "$ref_pid" ]; then
   wait $ref_pid || { echo "reference: build FAILED"; tail -20 "$OUT/ab_build_ref.log"; failed=1; }
+  ref_bench="$ref/build/benchmarks/tpq_bench"
 fi
 [ $failed = 0 ] || exit 1
 rm -f "$OUT/ab_build_new.log" "$OUT/ab_build_ref.log"
@@ -61,12 +76,12 @@ for pass in $(seq 1 "$passes"); do
   sides="new ref"
   [ $((pass % 2)) = 0 ] && sides="ref new"
   for side in $sides; do
-    exe="$build/benchmarks/tpq_bench"
+    exe="$new_bench"
     switch=()  # AB_ENV: the same bench, the switch on ("new") or off ("ref")
     if [ -n "$ab_env" ]; then
       switch=("$ab_env=$([ $side = new ] && echo "${AB_NEW:-1}" || echo "${AB_REF:-0}")")
     elif [ $side = ref ]; then
-      exe="$ref/build/benchmarks/tpq_bench"
+      exe="$ref_bench"
     fi
     echo "== $side pass $pass" >>"$raw"
     env "${switch[@]}" "$exe" "$@" >>"$raw" 2>&1 || { echo "$side tpq_bench FAILED (see $raw)"; exit 1; }
