@@ -291,12 +291,13 @@ LtPlanKey plan_key(const Fp8LinearArgs& a, const ScaledPlan& plan, bool with_bia
 }
 
 // x [m, k] -> e4m3 codes q [m_pad, k] and `scales` in `layout`, on `stream`; dynamic per-tensor scales take an amax
-// pass first, whose partial maxima live in `amax` (scratch from ctx) until the quantization has run.
+// pass first, whose partial maxima (scratch from ctx) are released on the stream after the quantization.
 void launch_quantization(const Context& ctx, const Context::CudaResources& res, DType dtype, const void* x, int64_t m,
                          int64_t m_pad, int64_t k, const Fp8ActQuant& act, const float* input_scale, uint8_t* q,
-                         float* scales, Fp8ScaleLayout layout, Tensor& amax, cudaStream_t stream) {
+                         float* scales, Fp8ScaleLayout layout, cudaStream_t stream) {
   int amax_blocks = 0;
   const float* partials = nullptr;
+  Tensor amax;
   if (act.scheme == Fp8ActScheme::kDynamicTensor) {
     amax_blocks = fp8_amax_blocks(x, m * k, res.sm_count);
     amax = ctx.empty({amax_blocks}, DType::F32);
@@ -324,8 +325,7 @@ void launch_quantization(const Context& ctx, const Context::CudaResources& res, 
 // Quantizes x into `x_q` and its scales, as the plan's scale layout wants them. Returns the device pointer cuBLASLt
 // reads as B's scale.
 const float* quantize_activations(const Context& ctx, Context::CudaResources& res, const Fp8LinearArgs& a,
-                                  const ScaledPlan& plan, void* x_q, Tensor& scales, Tensor& amax,
-                                  cudaStream_t stream) {
+                                  const ScaledPlan& plan, void* x_q, Tensor& scales, cudaStream_t stream) {
   const int64_t groups = (a.k + kernels::kFp8Block - 1) / kernels::kFp8Block;
   const bool static_scalar = a.act.scheme == Fp8ActScheme::kStaticTensor && plan.act_layout == Fp8ScaleLayout::kScalar;
   switch (plan.act_layout) {
@@ -334,7 +334,7 @@ const float* quantize_activations(const Context& ctx, Context::CudaResources& re
     case Fp8ScaleLayout::kGrouped: scales = ctx.empty({groups, plan.m_gemm}, DType::F32); break;
   }
   launch_quantization(ctx, res, a.dtype, a.x, a.m, plan.m_gemm, a.k, a.act, a.input_scale, static_cast<uint8_t*>(x_q),
-                      static_cast<float*>(scales.data()), plan.act_layout, amax, stream);
+                      static_cast<float*>(scales.data()), plan.act_layout, stream);
   return static_scalar ? a.input_scale : static_cast<const float*>(scales.data());
 }
 
@@ -342,8 +342,8 @@ const float* quantize_activations(const Context& ctx, Context::CudaResources& re
 void run_own_block_gemm(const Context& ctx, Context::CudaResources& res, const Fp8LinearArgs& a,
                         const ScaledPlan& plan, cudaStream_t stream) {
   Tensor x_q = ctx.empty({plan.m_gemm, a.k}, DType::F8E4M3);
-  Tensor scales, amax;
-  const float* x_scales = quantize_activations(ctx, res, a, plan, x_q.data(), scales, amax, stream);
+  Tensor scales;
+  const float* x_scales = quantize_activations(ctx, res, a, plan, x_q.data(), scales, stream);
   const kernels::Fp8BlockGemmParams p{.x_q = static_cast<const uint8_t*>(x_q.data()),
                                       .x_scales = x_scales,
                                       .w = static_cast<const uint8_t*>(a.w),
@@ -388,8 +388,8 @@ bool run_lt_gemm(const Context& ctx, Context::CudaResources& res, const Fp8Linea
     y_pad = ctx.empty({plan.m_gemm, a.n}, a.dtype);
     out = y_pad.data();
   }
-  Tensor scales, amax;
-  const float* b_scale = quantize_activations(ctx, res, a, plan, x_q.data(), scales, amax, stream);
+  Tensor scales;
+  const float* b_scale = quantize_activations(ctx, res, a, plan, x_q.data(), scales, stream);
   cublasLtMatmulDesc_t d = mm->desc.get();
   set_attr(d, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, static_cast<const void*>(plan.a_scale));
   set_attr(d, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, static_cast<const void*>(b_scale));
@@ -474,10 +474,8 @@ void cuda_fp8_quantize_activations(const Context& ctx, DType dtype, const void* 
   Context::CudaResources& res = cuda_resources_of(ctx, "fp8 activation quantization");
   CudaDeviceGuard guard(res.device);
   const bool tensor = is_static || act.scheme == Fp8ActScheme::kDynamicTensor;
-  Tensor amax;
   launch_quantization(ctx, res, dtype, x, m, m, k, act, input_scale, q, scales,
-                      tensor ? Fp8ScaleLayout::kScalar : Fp8ScaleLayout::kPerRow, amax,
-                      static_cast<cudaStream_t>(ctx.stream()));
+                      tensor ? Fp8ScaleLayout::kScalar : Fp8ScaleLayout::kPerRow, static_cast<cudaStream_t>(ctx.stream()));
 }
 
 void cuda_fp8_linear(const Context& ctx, const Fp8LinearArgs& a, Fp8Path path) {

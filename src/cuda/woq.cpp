@@ -69,17 +69,6 @@ bool gemv_fits(const WoqWeights& w, DType dtype, const void* x, int64_t m) {
   return aligned(x, codes >= 8 ? 16 : 8);
 }
 
-// Whether every step (4 blocks of codes) lies in one group, as the grouped GEMV and the GEMM need: sorted
-// act-order rows are padded to whole steps (tpq/quant/gptq.hpp), plain groups must be whole steps and a power of
-// two, or there is one group.
-bool steps_in_one_group(const WoqWeights& w);
-
-// Whether the GEMM takes this problem (x: the activations it will read, after any gather; its rows are copied in
-// 16-byte chunks).
-bool gemm_fits(const WoqWeights& w, DType dtype, const void* x) {
-  return kernels_take(w, dtype) && w.rows >= 8 && w.rows % 8 == 0 && steps_in_one_group(w) && aligned(x, 16);
-}
-
 // log2(g) for a power of two, else -1.
 int shift_of(int64_t g) {
   if (g <= 0 || (g & (g - 1)) != 0) return -1;
@@ -88,10 +77,19 @@ int shift_of(int64_t g) {
   return s;
 }
 
+// Whether every step (4 blocks of codes) lies in one group, as the grouped GEMV and the GEMM need: sorted
+// act-order rows are padded to whole steps (tpq/quant/gptq.hpp), plain groups must be whole steps and a power of
+// two, or there is one group.
 bool steps_in_one_group(const WoqWeights& w) {
   const int codes = kernels::gptq::PackLayout{w.bits}.block_codes();
   return w.g_idx != nullptr || w.group_size >= w.rows ||
          (w.group_size % (4 * codes) == 0 && shift_of(w.group_size) >= 0);
+}
+
+// Whether the GEMM takes this problem (x: the activations it will read, after any gather; its rows are copied in
+// 16-byte chunks).
+bool gemm_fits(const WoqWeights& w, DType dtype, const void* x) {
+  return kernels_take(w, dtype) && w.rows >= 8 && w.rows % 8 == 0 && steps_in_one_group(w) && aligned(x, 16);
 }
 
 // Steps (4 blocks of codes) over the stored rows; the last may be partial.
@@ -99,11 +97,26 @@ int steps_of(const WoqWeights& w) {
   return static_cast<int>((w.rows / kernels::gptq::PackLayout{w.bits}.block_codes() + 3) / 4);
 }
 
-// group_size of the kernels' parameters: the rows when one group covers them.
-int group_size_of(const WoqWeights& w) { return static_cast<int>(std::min<int64_t>(w.group_size, w.rows)); }
-
-// group_shift of the kernels' parameters: 31 for one group over the rows.
-int group_shift_of(const WoqWeights& w) { return w.group_size >= w.rows ? 31 : shift_of(w.group_size); }
+// The GEMV's and the GEMM's parameters for m rows of x against w, writing y: group_size is the rows when one group
+// covers them (group_shift 31).
+kernels::WoqGemvParams params_for(const WoqWeights& w, const void* x, const void* bias, void* y, int64_t m,
+                                  const kernels::SplitK& split_k, int steps_per_split, int quads) {
+  return {.x = x,
+          .qweight = w.qweight,
+          .zeros = w.zeros,
+          .scales = w.scales,
+          .g_idx = w.g_idx,
+          .bias = bias,
+          .y = y,
+          .split_k = split_k,
+          .m = static_cast<int>(m),
+          .n = static_cast<int>(w.n),
+          .rows = static_cast<int>(w.rows),
+          .group_size = static_cast<int>(std::min<int64_t>(w.group_size, w.rows)),
+          .group_shift = w.group_size >= w.rows ? 31 : shift_of(w.group_size),
+          .steps_per_split = steps_per_split,
+          .quads = quads};
+}
 
 void launch_gemv(Context::CudaResources& res, DType dtype, const WoqWeights& w, const void* x, const void* bias,
                  void* y, int64_t m, cudaStream_t stream) {
@@ -136,21 +149,9 @@ void launch_gemv(Context::CudaResources& res, DType dtype, const WoqWeights& w, 
     if (tiles <= res.gemv_max_tiles)
       wanted = std::clamp(std::min(resident_for(quads) / tiles, steps / kernels::kWoqWarps), 1, kGemvMaxSplits);
     const GemvSplit split = plan_gemv_split(res, wanted, steps, mm, w.n);
-    const kernels::WoqGemvParams p{.x = static_cast<const char*>(x) + m0 * w.rows * es,
-                                   .qweight = w.qweight,
-                                   .zeros = w.zeros,
-                                   .scales = w.scales,
-                                   .g_idx = w.g_idx,
-                                   .bias = bias,
-                                   .y = static_cast<char*>(y) + m0 * w.n * es,
-                                   .split_k = split.split_k,
-                                   .m = static_cast<int>(mm),
-                                   .n = static_cast<int>(w.n),
-                                   .rows = static_cast<int>(w.rows),
-                                   .group_size = group_size_of(w),
-                                   .group_shift = group_shift_of(w),
-                                   .steps_per_split = split.per_split,
-                                   .quads = quads};
+    const kernels::WoqGemvParams p =
+        params_for(w, static_cast<const char*>(x) + m0 * w.rows * es, bias, static_cast<char*>(y) + m0 * w.n * es, mm,
+                   split.split_k, split.per_split, quads);
     TPQ_CUDA_CHECK(launch_woq_gemv(w.bits, dense, p, grouped, stream, pdl_enabled(res)));
   }
 }
@@ -170,21 +171,8 @@ void launch_gemm(Context::CudaResources& res, DType dtype, const WoqWeights& w, 
     wanted = std::min(static_cast<int>((res.sm_count + tiles - 1) / tiles), std::max(1, stages / 2));
   // The context's scratch (sized for these splits) and counters; never a cluster.
   const GemvSplit split = plan_gemv_split(res, wanted, stages, m, w.n, /*clusters=*/false);
-  const kernels::WoqGemvParams p{.x = x,
-                                 .qweight = w.qweight,
-                                 .zeros = w.zeros,
-                                 .scales = w.scales,
-                                 .g_idx = w.g_idx,
-                                 .bias = bias,
-                                 .y = y,
-                                 .split_k = split.split_k,
-                                 .m = static_cast<int>(m),
-                                 .n = static_cast<int>(w.n),
-                                 .rows = static_cast<int>(w.rows),
-                                 .group_size = group_size_of(w),
-                                 .group_shift = group_shift_of(w),
-                                 .steps_per_split = split.per_split * stage_steps,
-                                 .quads = kernels::kWoqGemmQuads};
+  const kernels::WoqGemvParams p =
+      params_for(w, x, bias, y, m, split.split_k, split.per_split * stage_steps, kernels::kWoqGemmQuads);
   TPQ_CUDA_CHECK(launch_woq_gemm(w.bits, dense_type(dtype), p, stream, pdl_enabled(res)));
 }
 
