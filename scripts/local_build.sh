@@ -5,7 +5,7 @@
 #   scripts/local_build.sh [REF_COMMIT]
 #
 # Builds tpq_cuda_tests and tpq_bench of the working tree into build-local/ and, with REF_COMMIT, tpq_bench of that
-# commit into build-ref/ (from a git worktree under /tmp). Both folders match /build*/, which git ignores, and sit
+# commit into build-ref/ (from a git worktree, /tmp/tpq_ref_src). Both folders match /build*/, which git ignores, and sit
 # at the absolute paths the device uses (it runs a copy of this checkout at the same root), so paths compiled into
 # the binaries (the test fixtures) hold there. Same configuration as gpu_env.sh (Release, CUDA_ARCHS, default 90a).
 # A device call then carries the binaries (well under the 64 MiB a call may carry):
@@ -38,8 +38,14 @@ echo "built: build-local/tests/tpq_cuda_tests build-local/benchmarks/tpq_bench"
 
 if [ $# -ge 1 ]; then
   commit="$(git -C "$root" rev-parse --verify "$1^{commit}")"
-  src="/tmp/tpq_ref_src_${commit:0:12}"
-  [ -d "$src" ] || git -C "$root" worktree add --detach "$src" "$commit" >/dev/null
+  # One worktree for every reference commit, so that build-ref (whose cache names its source) stays incremental.
+  src="/tmp/tpq_ref_src"
+  if [ -d "$src" ]; then
+    git -C "$src" checkout -q --detach "$commit"
+  else
+    git -C "$root" worktree prune
+    git -C "$root" worktree add --detach "$src" "$commit" >/dev/null
+  fi
   build_tree "$src" "$root/build-ref" benchmarks/tpq_bench
   echo "built: build-ref/benchmarks/tpq_bench (${commit:0:12})"
 fi

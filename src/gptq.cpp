@@ -632,11 +632,24 @@ Tensor GptqLinear::forward(const Tensor& x, const Context& ctx) const {
 }
 
 #ifdef TPQ_WITH_CUDA
-detail::WoqPath detail::cuda_gptq_path(const Context& ctx, const QuantMethod& layer, int64_t m) {
+namespace {
+// `layer` as a GPTQ-family layer on a GPU, for `what`.
+const GptqLinear& cuda_gptq_layer(const QuantMethod& layer, const char* what) {
   const auto* gptq = dynamic_cast<const GptqLinear*>(&layer);
-  TPQ_CHECK(gptq != nullptr && gptq->device().is_cuda(), kInvalidArgument,
-            "cuda_gptq_path: not a GPTQ-family layer on a GPU");
-  return woq_path(ctx, gptq->dtype(), device_view(gptq->weights()), m);
+  TPQ_CHECK(gptq != nullptr && gptq->device().is_cuda(), kInvalidArgument, "{}: not a GPTQ-family layer on a GPU",
+            what);
+  return *gptq;
+}
+}  // namespace
+
+detail::WoqPath detail::cuda_gptq_path(const Context& ctx, const QuantMethod& layer, int64_t m) {
+  const GptqLinear& gptq = cuda_gptq_layer(layer, "cuda_gptq_path");
+  return woq_path(ctx, gptq.dtype(), device_view(gptq.weights()), m);
+}
+
+detail::WoqGemvKernel detail::cuda_gptq_gemv_kernel(const Context& ctx, const QuantMethod& layer, int64_t m) {
+  const GptqLinear& gptq = cuda_gptq_layer(layer, "cuda_gptq_gemv_kernel");
+  return woq_gemv_kernel(ctx, gptq.dtype(), device_view(gptq.weights()), m);
 }
 #endif
 

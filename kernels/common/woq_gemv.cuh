@@ -27,13 +27,15 @@
 // Requirements (checked by the host): n % 4 == 0, rows a multiple of the block, 16-byte aligned x and qweight
 // (8-byte at 8 bits), 1 <= m <= 8 · kColTiles, every block (grouped: every step) inside one group.
 //
-// Measured on an H200 (bf16, graph-timed, s4-s9 tables): the grouped kernel streams 4-bit g128 at 35–64 % of the
-// read bandwidth at M = 1 (llama8b o 35 %, gate_up 64 %), 2.2–2.6x cuBLAS bf16; 8-bit at 49–71 %. ptxas gives every
-// global load of a warp one scoreboard (SB5 in the SASS, no partial DEPBAR waits), so the first use of a batch
-// waits for every load the warp has issued: one batch in flight per warp. Yet more bytes in flight did not help:
-// double-buffering, persistent blocks, stream-K, copy-engine (TMA) rings, x staged in shared memory, (s8) x
-// shared by shuffles at M = 1 (16-step weight batches both) and (s12) the weights through a per-warp cp.async ring
-// of 2-3 batches (the same 16-byte requests, 0.48-0.80x) were all measured slower or equal. At fixed N (s7) the
+// Measured on an H200 (bf16, graph-timed): up to s13 the grouped kernel streamed 4-bit g128 at 35–64 % of the read
+// bandwidth at M = 1 (llama8b o 35 %, gate_up 64 %), 2.2–3.0x cuBLAS bf16; 8-bit at 48–70 %. Its group check inside
+// a batch made ptxas give every global load of a warp one scoreboard, so the first use of a batch waited for every
+// load the warp had issued: one batch in flight per warp, whatever the code asked for. That is why
+// double-buffering, persistent blocks, stream-K, copy-engine (TMA) rings, x staged in shared memory, (s8) x shared
+// by shuffles at M = 1 (16-step weight batches both) and (s12) a per-warp cp.async ring of 2-3 batches (0.48-0.80x)
+// all measured slower or equal. s14: batches that each lie in one group (kPerBatch) need no check, and ptxas keeps
+// two of them on separate scoreboards: 4-bit 1.07–1.25x at M = 1 (41–69 % of the read bandwidth), 1.06–1.30x at
+// M = 8; L2 prefetches of the steps ahead on top ran 0.75–0.98x. At fixed N (s7) the
 // extra bytes of a longer K stream at 68–71 % (FP8 GEMV: 87–90 %); one group over K (no meta loads, no flush in the
 // loop) gives 73–78 %, and each wave of 32-column blocks costs 1.5–2 µs on top. What the step itself issues does
 // count (s8, timing only): without the 4 activation permutes and the 2 Σx MMAs per step it runs 5–11 % faster at
@@ -132,8 +134,8 @@ struct StepGroups {
 // What both GEMVs derive from the launch before their loops: the lane's place in the MMA fragments (g, t), its 4
 // columns in each of the tile's kQuads 32-column quads (clamped to the last 4 past n: real memory, results never
 // stored), its x rows (clamped to the last row past m likewise), and the warp's range of steps [begin, end) within
-// the block's split of K.
-template <typename T, int kCodes, int kColTiles, int kQuads = 1>
+// the block's split of K (starting at multiples of kAlign steps after the split's start).
+template <typename T, int kCodes, int kColTiles, int kQuads = 1, int kAlign = 1>
 struct LaneWork {
   int lane, warp, g, t;
   int64_t col[kQuads];
@@ -155,7 +157,8 @@ struct LaneWork {
     const int steps = (blocks + 3) >> 2;
     const int split_begin = blockIdx.y * p.steps_per_split;
     const int split_end = min(steps, split_begin + p.steps_per_split);
-    const int per_warp = (split_end - split_begin + kWoqWarps - 1) / kWoqWarps;
+    // Warp ranges start at multiples of kAlign steps after the split's start.
+    const int per_warp = (split_end - split_begin + kWoqWarps * kAlign - 1) / (kWoqWarps * kAlign) * kAlign;
     begin = split_begin + warp * per_warp;
     end = min(split_end, begin + per_warp);
   }
@@ -271,6 +274,18 @@ struct GroupedSums {
     }
   }
 
+  // Applies sums that all lie in one group, whose packed zero points and scales are given, then starts from zero.
+  __device__ __forceinline__ void flush(const uint32_t (&zeros)[kQuads], const uint2 (&scales)[kQuads]) {
+#pragma unroll
+    for (int qd = 0; qd < kQuads; ++qd) {
+      group_zeros[qd] = zeros[qd];
+      group_scales[qd] = scales[qd];
+    }
+    group = 0;
+    flush();
+    group = -1;
+  }
+
   // One step (4 blocks × 32 columns per quad) of group `step_group`: switch groups if needed (warp-uniform;
   // meta(quad, group, zeros, scales) gives the new group's packed zero points and scales), decode, MMA.
   template <class MetaOf>
@@ -282,6 +297,11 @@ struct GroupedSums {
 #pragma unroll
       for (int qd = 0; qd < kQuads; ++qd) meta(qd, group, group_zeros[qd], group_scales[qd]);
     }
+    mma(raw, xr);
+  }
+
+  // One step's MMAs into the current group's sums.
+  __device__ __forceinline__ void mma(const uint4 (&raw)[kQuads][kWords], const uint32_t (&xr)[kColTiles][kXRegs]) {
     uint32_t words[kQuads][4][kWords];
 #pragma unroll
     for (int qd = 0; qd < kQuads; ++qd) split_words(raw[qd], words[qd]);
@@ -406,26 +426,29 @@ __global__ void __launch_bounds__(kWoqWarps * 32) woq_gemv_kernel(const WoqGemvP
 //    (c + z) · Σ x), with Σ x from one more MMA against ones.
 //  - kQuads 32-column quads per block (1 or 2): the second quad's words, zero points and scales are loaded beside
 //    the first's; both use the step's activations and its Σx.
-//  - A step (4 blocks of codes × 32 columns) must lie in one group: power-of-two group sizes that are multiples of
-//    4 · kCodes (the group of a step is a shift of its index), one group, or act-order rows sorted and padded to
-//    whole steps (kActOrder: the group of a step is g_idx at its first row).
-//  - Batches of kSteps steps (weights, activations, act-order groups) loaded together, then computed: as large as
-//    the registers allow, since one batch per warp is in flight (above). Whole batches run without predicates on
-//    pointers that advance by a constant stride; only a warp's last, partial batch checks every step.
-//  - A group's zero points and scales are loaded when the warp enters the group and used when it leaves it; the
-//    warp asks L1 for those of its first kPrefetchGroups groups at its start, before the programmatic-dependent-
-//    launch wait.
-template <class Traits, typename T, int kColTiles, int kQuads, int kSteps, bool kActOrder>
+//  - Batches of kSteps steps (weights, activations, act-order groups; kPerBatch: zero points and scales) loaded
+//    together, then computed. Whole batches run without predicates on pointers that advance by a constant stride;
+//    only a warp's last, partial batch checks every step.
+//  - kPerStep and kActOrder: one batch per warp in flight, as large as the registers allow. The group check inside
+//    a batch (a branch around the new group's loads) makes ptxas give every global load of the warp one scoreboard,
+//    so the first use of a batch waits for every load the warp has issued: a second batch prefetched would be
+//    waited for too (s13, SASS). A group's zero points and scales are loaded when the warp enters it.
+//  - kPerBatch: batches of half that size in ping-pong, the next one's loads issued before the current one's MMAs;
+//    with no branch inside a batch ptxas keeps the two on separate scoreboards (scripts/sass_scoreboards.py).
+//  - The warp asks L1 for the zero points and scales of its first kPrefetchGroups groups at its start, before the
+//    programmatic-dependent-launch wait.
+template <class Traits, typename T, int kColTiles, int kQuads, int kSteps, WoqGroups kGroups>
 __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8) / kWoqWarps)  // 16 warps/SM (3-bit 8)
     woq_gemv_grouped_kernel(const WoqGemvParams p) {
   constexpr int kCodes = Traits::kCodes;
   constexpr int kWords = Traits::kWords;
   constexpr int kXRegs = kCodes / 2;
-  constexpr int kStepRows = 4 * kCodes;
   constexpr int kPrefetchGroups = 64;
+  constexpr bool kActOrder = kGroups == WoqGroups::kActOrder;
+  constexpr bool kPerBatch = kGroups == WoqGroups::kPerBatch;
   pdl_launch_dependents();
 
-  const woq_detail::LaneWork<T, kCodes, kColTiles, kQuads> lw(p);
+  const woq_detail::LaneWork<T, kCodes, kColTiles, kQuads, kPerBatch ? kSteps : 1> lw(p);
   const int t = lw.t;
   const int n = p.n;
   const int64_t col = lw.col[0];
@@ -449,7 +472,6 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
   const auto meta_at = [&](int gi) { return gi * n; };
 
   woq_detail::GroupedSums<Traits, T, kColTiles, kQuads> sums;
-  // A group's zero points and scales are loaded when the warp enters it.
   const auto load_meta = [&](int q, int gi, uint32_t& zeros, uint2& group_scales) {
     zeros = __ldg(reinterpret_cast<const uint32_t*>(zeros_lane + meta_at(gi) + quad_off[q]));
     group_scales = __ldg(reinterpret_cast<const uint2*>(scales_lane + meta_at(gi) + quad_off[q]));
@@ -463,32 +485,52 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
   struct Batch {
     uint4 raw[kSteps][kQuads][kWords];
     uint32_t xr[kSteps][kColTiles][kXRegs];
-    int group[kSteps];  // act-order only
+    int group[kSteps];      // kActOrder only
+    uint32_t zeros[kQuads];  // kPerBatch only: the batch's group's
+    uint2 scales[kQuads];
   };
-  // A whole batch (every block of every step exists): weights, then (after the wait) activations and groups.
-  const auto load_weights = [&](Batch& b, int s) {
-    const uint32_t* wp = w_lane + static_cast<int64_t>(s) * w_step;
+  // A whole batch (every block of every step exists) starting at step s: weights (kPerBatch: and the group's zero
+  // points and scales), then (after the wait) activations and groups.
+  const auto load_step_weights = [&](Batch& b, int u, int s) {
+    const uint32_t* wp = w_lane + static_cast<int64_t>(s + u) * w_step;
 #pragma unroll
-    for (int u = 0; u < kSteps; ++u) {
+    for (int q = 0; q < kQuads; ++q) {
 #pragma unroll
-      for (int q = 0; q < kQuads; ++q) {
-#pragma unroll
-        for (int w = 0; w < kWords; ++w) b.raw[u][q][w] = load_stream_16(wp + u * w_step + w * n + quad_off[q]);
-      }
+      for (int w = 0; w < kWords; ++w) b.raw[u][q][w] = load_stream_16(wp + w * n + quad_off[q]);
     }
+  };
+  const auto load_step_rest = [&](Batch& b, int u, int s) {
+    const int64_t k0 = ((static_cast<int64_t>(s) + u) * 4 + t) * kCodes;
+#pragma unroll
+    for (int j = 0; j < kColTiles; ++j) woq_detail::load_x<kCodes>(b.xr[u][j], x_row[j], k0, true);
+    if constexpr (kActOrder) b.group[u] = group_of_step(s + u);
+  };
+  const auto load_meta_of = [&](Batch& b, int s) {
+#pragma unroll
+    for (int q = 0; q < kQuads; ++q) load_meta(q, group_of_step(s), b.zeros[q], b.scales[q]);
+  };
+  const auto load_step = [&](Batch& b, int u, int s) {
+    load_step_weights(b, u, s);
+    load_step_rest(b, u, s);
+  };
+  const auto load_weights = [&](Batch& b, int s) {
+#pragma unroll
+    for (int u = 0; u < kSteps; ++u) load_step_weights(b, u, s);
+    if constexpr (kPerBatch) load_meta_of(b, s);
   };
   const auto load_rest = [&](Batch& b, int s) {
-    const int64_t k0 = (static_cast<int64_t>(s) * 4 + t) * kCodes;
 #pragma unroll
-    for (int u = 0; u < kSteps; ++u) {
-#pragma unroll
-      for (int j = 0; j < kColTiles; ++j) woq_detail::load_x<kCodes>(b.xr[u][j], x_row[j], k0 + u * kStepRows, true);
-      if constexpr (kActOrder) b.group[u] = group_of_step(s + u);
-    }
+    for (int u = 0; u < kSteps; ++u) load_step_rest(b, u, s);
   };
   const auto compute_batch = [&](const Batch& b, int s) {
+    if constexpr (kPerBatch) {
 #pragma unroll
-    for (int u = 0; u < kSteps; ++u) compute(s + u, kActOrder ? b.group[u] : 0, b.raw[u], b.xr[u]);
+      for (int u = 0; u < kSteps; ++u) sums.mma(b.raw[u], b.xr[u]);
+      sums.flush(b.zeros, b.scales);
+    } else {
+#pragma unroll
+      for (int u = 0; u < kSteps; ++u) compute(s + u, kActOrder ? b.group[u] : 0, b.raw[u], b.xr[u]);
+    }
   };
 
   int s = begin;
@@ -506,15 +548,40 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
     }
   }
   pdl_wait();
-  // One batch in flight per warp: ptxas gives every global load of the warp one scoreboard, so the first use of a
-  // batch would wait for a second, prefetched batch too (measured: double buffering bought nothing).
-  for (int i = 0; i < batches; ++i) {
-    if (i > 0) load_weights(ba, s);
-    load_rest(ba, s);
-    compute_batch(ba, s);
-    s += kSteps;
+  if constexpr (kPerBatch) {
+    // Ping-pong: batch i + 1's loads go out before batch i's MMAs. The loads in the loop are unconditional (a
+    // conditional load would make ptxas wait for it where the branches join); the last one or two batches run after.
+    Batch bb;
+    if (batches > 0) load_rest(ba, s);
+    int i = 0;
+    for (; i + 2 < batches; i += 2) {
+      load_weights(bb, s + kSteps);
+      load_rest(bb, s + kSteps);
+      compute_batch(ba, s);
+      load_weights(ba, s + 2 * kSteps);
+      load_rest(ba, s + 2 * kSteps);
+      compute_batch(bb, s + kSteps);
+      s += 2 * kSteps;
+    }
+    if (i + 1 < batches) {
+      load_weights(bb, s + kSteps);
+      load_rest(bb, s + kSteps);
+      compute_batch(ba, s);
+      compute_batch(bb, s + kSteps);
+      s += 2 * kSteps;
+    } else if (i < batches) {
+      compute_batch(ba, s);
+      s += kSteps;
+    }
+  } else {
+    for (int i = 0; i < batches; ++i) {
+      if (i > 0) load_weights(ba, s);
+      load_rest(ba, s);
+      compute_batch(ba, s);
+      s += kSteps;
+    }
   }
-  // The last, partial batch: every step and block checked.
+  // The last, partial batch: every step and block checked, groups checked per step.
   for (; s < end; s += kSteps) {
     Batch& b = ba;
     bool ok[kSteps];

@@ -31,6 +31,15 @@ struct WoqGemvParams {
   int quads;            // 32-column quads per block (blockIdx.x covers 32 · quads columns)
 };
 
+// How the grouped GEMV finds the group of its steps (every step of 4 blocks lies in one group):
+//  - kPerStep: power-of-two groups of whole steps, or one group; the warp checks every step's group and switches
+//    (applies the finished group's sums, loads the next group's zero points and scales) where it changes.
+//  - kActOrder: the same, with the group of a step read from g_idx (rows sorted and padded to whole steps).
+//  - kPerBatch: power-of-two groups of whole batches, or one group, and warp ranges (splits) starting at multiples of
+//    a batch: each batch lies in one group, so it carries its group's zero points and scales and applies its sums at
+//    its end, with no check and no branch; two batches are in flight per warp (woq_gemv.cuh).
+enum class WoqGroups { kPerStep, kActOrder, kPerBatch };
+
 // GEMM for mid-size M (woq_gemm.cuh): a block of kWoqGemmWarps warps covers kWoqGemmRows rows of M (blockIdx.x)
 // and kWoqGemmCols output columns (blockIdx.y; each warp kWoqGemmQuads 32-column quads), over one split of K
 // (blockIdx.z). Its parameters are WoqGemvParams with m the whole M and steps_per_split a multiple of a stage.

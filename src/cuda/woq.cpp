@@ -118,41 +118,53 @@ kernels::WoqGemvParams params_for(const WoqWeights& w, const void* x, const void
           .quads = quads};
 }
 
-void launch_gemv(Context::CudaResources& res, DType dtype, const WoqWeights& w, const void* x, const void* bias,
-                 void* y, int64_t m, cudaStream_t stream) {
+// One GEMV launch: rows m0..m0 + mm of x (at most kWoqGemvPassRows) against w, writing those rows of y.
+struct GemvPass {
+  kernels::WoqGemvParams p;
+  bool grouped;
+};
+GemvPass plan_gemv_pass(const Context::CudaResources& res, DType dtype, const WoqWeights& w, const void* x,
+                        const void* bias, void* y, int64_t m0, int64_t mm) {
   const bool grouped = steps_in_one_group(w);
   const int steps = steps_of(w);
   const size_t es = dtype_size(dtype);
   const DenseType dense = dense_type(dtype);
+  // Two column quads per block (64 columns: every activation load and Σx MMA serves twice the weight bytes) when
+  // 32-column blocks would take more than one wave of resident blocks: fewer, longer blocks (s9, H200: llama8b
+  // gate_up 1.11x at M = 1). Where 32-column blocks fit in one wave, 64-column ones would need split-K to fill the
+  // GPU, and that measured slower (qkv 0.89x, 70B/TP8 down 0.89x, with cluster split-K).
+  const auto resident_for = [&](int quads) {
+    return res.sm_count * woq_gemv_blocks_per_sm(w.bits, dense, static_cast<int>(mm), grouped, quads);
+  };
+  const auto tiles_for = [&](int quads) {
+    const int64_t cols = int64_t{kernels::kWoqTileCols} * quads;
+    return static_cast<int>((w.n + cols - 1) / cols);
+  };
+  int quads = 1;
+  if (woq_gemv_max_quads(w.bits, static_cast<int>(mm), grouped) >= 2 && tiles_for(1) > resident_for(1)) quads = 2;
+  const int tiles = tiles_for(quads);
+  // Split K across blocks when the tiles leave resident blocks free: as many splits as fit in one wave of
+  // resident blocks, as long as every warp keeps at least one step and the context's split-K scratch (one counter
+  // per tile, shared with the dense GEMV) covers the tiles (plan_gemv_split caps it to the scratch). More waves of
+  // shorter blocks measured slower (s9: llama8b qkv in 64-column blocks, 11 splits in 4 waves 0.42x, 2 in one
+  // 0.78x, of no split in 32-column blocks): a block costs a load latency and a reduction however short its K.
+  int wanted = 1;
+  if (tiles <= res.gemv_max_tiles)
+    wanted = std::clamp(std::min(resident_for(quads) / tiles, steps / kernels::kWoqWarps), 1, kGemvMaxSplits);
+  // Splits of whole batches, so that the grouped GEMV can keep two in flight (woq_gemv_batch_steps).
+  const int batch = grouped ? woq_gemv_batch_steps(w.bits, static_cast<int>(mm), quads) : 1;
+  const GemvSplit split = plan_gemv_split(res, wanted, (steps + batch - 1) / batch, mm, w.n);
+  return {.p = params_for(w, x != nullptr ? static_cast<const char*>(x) + m0 * w.rows * es : nullptr, bias,
+                          y != nullptr ? static_cast<char*>(y) + m0 * w.n * es : nullptr, mm, split.split_k,
+                          split.per_split * batch, quads),
+          .grouped = grouped};
+}
+
+void launch_gemv(Context::CudaResources& res, DType dtype, const WoqWeights& w, const void* x, const void* bias,
+                 void* y, int64_t m, cudaStream_t stream) {
   for (int64_t m0 = 0; m0 < m; m0 += kWoqGemvPassRows) {
-    const int64_t mm = std::min<int64_t>(kWoqGemvPassRows, m - m0);
-    // Two column quads per block (64 columns: every activation load and Σx MMA serves twice the weight bytes) when
-    // 32-column blocks would take more than one wave of resident blocks: fewer, longer blocks (s9, H200: llama8b
-    // gate_up 1.11x at M = 1). Where 32-column blocks fit in one wave, 64-column ones would need split-K to fill the
-    // GPU, and that measured slower (qkv 0.89x, 70B/TP8 down 0.89x, with cluster split-K).
-    const auto resident_for = [&](int quads) {
-      return res.sm_count * woq_gemv_blocks_per_sm(w.bits, dense, static_cast<int>(mm), grouped, quads);
-    };
-    const auto tiles_for = [&](int quads) {
-      const int64_t cols = int64_t{kernels::kWoqTileCols} * quads;
-      return static_cast<int>((w.n + cols - 1) / cols);
-    };
-    int quads = 1;
-    if (woq_gemv_max_quads(w.bits, static_cast<int>(mm), grouped) >= 2 && tiles_for(1) > resident_for(1)) quads = 2;
-    const int tiles = tiles_for(quads);
-    // Split K across blocks when the tiles leave resident blocks free: as many splits as fit in one wave of
-    // resident blocks, as long as every warp keeps at least one step and the context's split-K scratch (one counter
-    // per tile, shared with the dense GEMV) covers the tiles (plan_gemv_split caps it to the scratch). More waves of
-    // shorter blocks measured slower (s9: llama8b qkv in 64-column blocks, 11 splits in 4 waves 0.42x, 2 in one
-    // 0.78x, of no split in 32-column blocks): a block costs a load latency and a reduction however short its K.
-    int wanted = 1;
-    if (tiles <= res.gemv_max_tiles)
-      wanted = std::clamp(std::min(resident_for(quads) / tiles, steps / kernels::kWoqWarps), 1, kGemvMaxSplits);
-    const GemvSplit split = plan_gemv_split(res, wanted, steps, mm, w.n);
-    const kernels::WoqGemvParams p =
-        params_for(w, static_cast<const char*>(x) + m0 * w.rows * es, bias, static_cast<char*>(y) + m0 * w.n * es, mm,
-                   split.split_k, split.per_split, quads);
-    TPQ_CUDA_CHECK(launch_woq_gemv(w.bits, dense, p, grouped, stream, pdl_enabled(res)));
+    const GemvPass pass = plan_gemv_pass(res, dtype, w, x, bias, y, m0, std::min<int64_t>(kWoqGemvPassRows, m - m0));
+    TPQ_CUDA_CHECK(launch_woq_gemv(w.bits, dense_type(dtype), pass.p, pass.grouped, stream, pdl_enabled(res)));
   }
 }
 
@@ -238,6 +250,22 @@ void woq_linear(const Context& ctx, DType dtype, const WoqWeights& w, const void
 WoqPath woq_path(const Context& ctx, DType dtype, const WoqWeights& w, int64_t m) {
   check_weights(w, "quantized linear");
   return plan(cuda_resources_of(ctx, "quantized linear"), dtype, w, nullptr, m);
+}
+
+WoqGemvKernel woq_gemv_kernel(const Context& ctx, DType dtype, const WoqWeights& w, int64_t m) {
+  check_weights(w, "quantized linear");
+  const Context::CudaResources& res = cuda_resources_of(ctx, "quantized linear");
+  TPQ_CHECK(m >= 1 && plan(res, dtype, w, nullptr, m) == WoqPath::kGemv, kInvalidArgument,
+            "woq_gemv_kernel: {} rows of a [{} -> {}] layer do not run the GEMV", m, w.k, w.n);
+  const GemvPass pass = plan_gemv_pass(res, dtype, w, nullptr, nullptr, nullptr, 0,
+                                       std::min<int64_t>(kWoqGemvPassRows, m));
+  if (!pass.grouped) return WoqGemvKernel::kGeneral;
+  switch (woq_gemv_groups(w.bits, pass.p)) {
+    case kernels::WoqGroups::kActOrder: return WoqGemvKernel::kGroupedActOrder;
+    case kernels::WoqGroups::kPerBatch: return WoqGemvKernel::kGroupedTwoBatches;
+    case kernels::WoqGroups::kPerStep: break;
+  }
+  return WoqGemvKernel::kGrouped;
 }
 
 void woq_dequantize(const Context& ctx, DType dtype, const WoqWeights& w, void* out) {

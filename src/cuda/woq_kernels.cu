@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <bit>
 
 #include "kernels/common/launch.cuh"
 #include "kernels/common/woq_dequant.cuh"
@@ -26,20 +27,30 @@ constexpr int unroll_for(int bits, int col_tiles) {
   return col_tiles == 1 || base == 2 ? base : base / 2;
 }
 
-// The grouped GEMV decodes with one LOP3 per pair and keeps one batch of steps in flight per lane: 8 steps of one
-// column quad and one column tile, halved for each doubling (two quads, two column tiles); 4 for the 16-code 2-bit
-// blocks, 2 for the 3-word 3-bit blocks; near 128 registers.
-constexpr int grouped_steps_for(int bits, int col_tiles, int quads) {
-  const int base = bits == 3 ? 2 : bits == 2 ? 4 : 8;
+// The grouped GEMV decodes with one LOP3 per pair. With one batch of steps in flight per lane (kPerStep,
+// kActOrder): 8 steps of one column quad and one column tile, halved for each doubling (two quads, two column
+// tiles); 4 for the 16-code 2-bit blocks, 2 for the 3-word 3-bit blocks; near 128 registers. With two (kPerBatch):
+// half of that each, so that one batch of one quad and one tile is 128 rows at every width (a g128 group).
+constexpr int grouped_steps_for(int bits, int col_tiles, int quads, bool two_batches) {
+  const int base = (bits == 3 ? 2 : bits == 2 ? 4 : 8) / (two_batches ? 2 : 1);
   return base / (col_tiles * quads) > 0 ? base / (col_tiles * quads) : 1;
 }
+// The steps of a kPerBatch batch, or 0 where there is no kPerBatch kernel (s14, H200, against kPerStep): batches of
+// one step (3-bit; 4-bit with two quads and two column tiles: 0.89x on llama8b gate_up at M = 16) and 8-bit beyond
+// one quad and one column tile (two tiles 0.90-0.96x at M = 16, where ptxas spills; two quads 0.99x) stay with
+// kPerStep.
+constexpr int per_batch_steps(int bits, int col_tiles, int quads) {
+  const int steps = grouped_steps_for(bits, col_tiles, quads, true);
+  return steps >= 2 && (bits != 8 || col_tiles * quads == 1) ? steps : 0;
+}
 
-template <int kBits, typename T, int kColTiles, bool kGrouped, int kQuads = 1, bool kActOrder = false>
+template <int kBits, typename T, int kColTiles, bool kGrouped, int kQuads = 1,
+          kernels::WoqGroups kGroups = kernels::WoqGroups::kPerStep>
 auto gemv_kernel() {
   using Traits = kernels::gptq::KernelTraits<kBits>;
   if constexpr (kGrouped) {
-    return kernels::woq_gemv_grouped_kernel<Traits, T, kColTiles, kQuads, grouped_steps_for(kBits, kColTiles, kQuads),
-                                            kActOrder>;
+    constexpr int kSteps = grouped_steps_for(kBits, kColTiles, kQuads, kGroups == kernels::WoqGroups::kPerBatch);
+    return kernels::woq_gemv_grouped_kernel<Traits, T, kColTiles, kQuads, kSteps, kGroups>;
   } else {
     return kernels::woq_gemv_kernel<Traits, T, kColTiles, unroll_for(kBits, kColTiles)>;
   }
@@ -60,20 +71,44 @@ int blocks_per_sm() {
   return blocks;
 }
 
+// Which grouped GEMV kernel serves p: kPerBatch where every batch lies in one group (groups of whole batches,
+// group_shift 31 for one group) and the splits are whole batches.
+template <int kBits, int kColTiles, int kQuads>
+kernels::WoqGroups groups_for(const kernels::WoqGemvParams& p) {
+  using kernels::WoqGroups;
+  if (p.g_idx != nullptr) return WoqGroups::kActOrder;
+  constexpr int kBatchSteps = per_batch_steps(kBits, kColTiles, kQuads);
+  if constexpr (kBatchSteps > 0) {
+    constexpr int kBatchRows = kBatchSteps * 4 * kernels::gptq::KernelTraits<kBits>::kCodes;
+    if (p.group_shift >= std::bit_width(unsigned{kBatchRows}) - 1 &&
+        (p.split_k.splits == 1 || p.steps_per_split % kBatchSteps == 0))
+      return WoqGroups::kPerBatch;
+  }
+  return WoqGroups::kPerStep;
+}
+
 template <int kBits, typename T, int kColTiles, bool kGrouped, int kQuads>
 cudaError_t launch_gemv_kernel(const kernels::WoqGemvParams& p, cudaStream_t stream, bool pdl) {
   const int tile_cols = kernels::kWoqTileCols * kQuads;
   const dim3 grid(static_cast<unsigned>((p.n + tile_cols - 1) / tile_cols), static_cast<unsigned>(p.split_k.splits),
                   1);
   const kernels::LaunchOptions options{.pdl = pdl, .cluster_y = kernels::cluster_height(p.split_k)};
+  const auto launch = [&](auto kernel) {
+    return kernels::launch_kernel(kernel, grid, dim3(kernels::kWoqWarps * 32), 0, stream, options, p);
+  };
   if constexpr (kGrouped) {
-    if (p.g_idx != nullptr) {
-      return kernels::launch_kernel(gemv_kernel<kBits, T, kColTiles, true, kQuads, true>(), grid,
-                                    dim3(kernels::kWoqWarps * 32), 0, stream, options, p);
+    using kernels::WoqGroups;
+    switch (groups_for<kBits, kColTiles, kQuads>(p)) {
+      case WoqGroups::kActOrder:
+        return launch(gemv_kernel<kBits, T, kColTiles, true, kQuads, WoqGroups::kActOrder>());
+      case WoqGroups::kPerBatch:
+        if constexpr (per_batch_steps(kBits, kColTiles, kQuads) > 0)
+          return launch(gemv_kernel<kBits, T, kColTiles, true, kQuads, WoqGroups::kPerBatch>());
+        break;
+      case WoqGroups::kPerStep: break;
     }
   }
-  return kernels::launch_kernel(gemv_kernel<kBits, T, kColTiles, kGrouped, kQuads>(), grid,
-                                dim3(kernels::kWoqWarps * 32), 0, stream, options, p);
+  return launch(gemv_kernel<kBits, T, kColTiles, kGrouped, kQuads>());
 }
 
 // Whether the grouped GEMV has two quads with two column tiles (M 9..16): only at 4 bits, llama8b gate_up 1.07x
@@ -129,6 +164,13 @@ int blocks_per_sm_for_bits(int bits, int m, bool grouped, int quads) {
 
 bool known_bits(int bits) { return bits == 2 || bits == 3 || bits == 4 || bits == 8; }
 
+template <int kBits>
+int batch_steps_for(int m, int quads) {
+  return with_gemv_config<kBits>(m, true, quads, [&]<int kColTiles, bool kGrouped, int kQuads>() {
+    return std::max(1, per_batch_steps(kBits, kColTiles, kQuads));
+  });
+}
+
 template <int kBits, typename T, bool kActOrder>
 auto gemm_kernel() {
   return kernels::woq_gemm_kernel<kernels::gptq::KernelTraits<kBits>, T, kActOrder>;
@@ -180,6 +222,7 @@ int woq_gemv_max_quads(int bits, int m, bool grouped) {
   return grouped && bits != 3 && (m <= 8 || (two_quads_with_two_tiles(bits) && m <= 16)) ? 2 : 1;
 }
 
+
 namespace {
 // An instantiation exists for (bits, m, grouped, quads).
 bool gemv_config_exists(int bits, int m, bool grouped, int quads) {
@@ -187,6 +230,20 @@ bool gemv_config_exists(int bits, int m, bool grouped, int quads) {
          quads <= woq_gemv_max_quads(bits, m, grouped);
 }
 }  // namespace
+
+int woq_gemv_batch_steps(int bits, int m, int quads) {
+  if (!gemv_config_exists(bits, m, true, quads)) return 1;
+  return with_bits(bits, [&]<int kBits>() { return batch_steps_for<kBits>(m, quads); });
+}
+
+kernels::WoqGroups woq_gemv_groups(int bits, const kernels::WoqGemvParams& p) {
+  if (!gemv_config_exists(bits, p.m, true, p.quads)) return kernels::WoqGroups::kPerStep;
+  return with_bits(bits, [&]<int kBits>() {
+    return with_gemv_config<kBits>(p.m, true, p.quads, [&]<int kColTiles, bool kGrouped, int kQuads>() {
+      return groups_for<kBits, kColTiles, kQuads>(p);
+    });
+  });
+}
 
 cudaError_t launch_woq_gemv(int bits, DenseType dtype, const kernels::WoqGemvParams& p, bool grouped,
                             cudaStream_t stream, bool pdl) {

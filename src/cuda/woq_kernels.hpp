@@ -20,6 +20,13 @@ cudaError_t launch_woq_gemv(int bits, DenseType dtype, const kernels::WoqGemvPar
 // Column quads (32 columns each) per GEMV block that launch_woq_gemv takes for (bits, m, grouped): 2 for the
 // grouped GEMV at m <= 8 except 3-bit (three-word blocks) and at 4 bits up to m = 16, else 1.
 int woq_gemv_max_quads(int bits, int m, bool grouped);
+// Steps in a batch of the grouped GEMV's kPerBatch kernel for (bits, m, quads), 1 where it has none: where
+// p.steps_per_split is a multiple of it (or there is one split), there is no g_idx and every batch lies in one group,
+// launch_woq_gemv runs that kernel, which keeps two batches in flight per warp (kernels/common/woq_gemv.cuh).
+int woq_gemv_batch_steps(int bits, int m, int quads);
+// The grouped GEMV kernel launch_woq_gemv(bits, .., p, grouped = true, ..) runs (kPerStep for a configuration
+// it does not take).
+kernels::WoqGroups woq_gemv_groups(int bits, const kernels::WoqGemvParams& p);
 // Blocks of the GEMV launch_woq_gemv would run for (bits, dtype, m, grouped, quads) that fit on one SM at once.
 int woq_gemv_blocks_per_sm(int bits, DenseType dtype, int m, bool grouped, int quads);
 // The mid-M GEMM (kernels/common/woq_gemm.cuh). woq_gemm_prepare() allows its shared memory on the current device

@@ -450,6 +450,10 @@ TEST_P(Fp8CudaActQuant, MatchesTheCpuEmulationExactly) {
   TPQ_TEST_CUDA(cudaMemcpy(scale_in.get(), &input_scale, sizeof(float), cudaMemcpyHostToDevice));
   TPQ_TEST_CUDA(cudaMemset(q.get(), 0xFF, q.bytes()));
   TPQ_TEST_CUDA(cudaMemset(scales.get(), 0xFF, scales.bytes()));
+  // The copies and the poison land before the kernel: cudaMemset and a pageable cudaMemcpy may return before they
+  // complete, and the test's non-blocking stream does not wait for the legacy stream (s14: a per-token scale read
+  // back as the 0xFF poison, with eight test processes on the GPU).
+  TPQ_TEST_CUDA(cudaDeviceSynchronize());
   Stream stream;
   const Context ctx = Context::cuda(device, stream.get(), std::make_shared<PoisonAllocator>());
   detail::cuda_fp8_quantize_activations(ctx, c.dtype, x_at, c.m, c.k, act, static_cast<const float*>(scale_in.get()),

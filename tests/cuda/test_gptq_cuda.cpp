@@ -358,6 +358,11 @@ const std::vector<Spec> kSpecs = {
     {4, 8712, 1408, 128, true, true, false, {1, 8, 13}},
     {8, 8712, 1408, 128, false, false, false, {1, 8, 9}},
     {2, 8712, 1408, 128, true, false, true, {3}},
+    // Two batches in flight (s14): groups of two 128-row batches (each applied at its end, the same group's meta
+    // twice); 64-row groups at M <= 8 (one step per group check, 128-row batches would straddle two) and at M 9..16
+    // (64-row batches, in flight two at a time); several batches per warp without split-K.
+    {4, 4228, 2304, 256, false, false, true, {1, 9}},
+    {4, 4228, 2304, 64, true, false, false, {1, 16}},
 };
 
 INSTANTIATE_TEST_SUITE_P(Shapes, GptqCuda, ::testing::ValuesIn(kSpecs),
@@ -388,6 +393,51 @@ TEST(GptqCudaPlan, EachMGoesToItsKernel) {
   EXPECT_EQ(detail::cuda_gptq_path(on, *g96, 65), WoqPath::kDequantGemm);
   // Not a GPTQ-family layer on a GPU: a clear error.
   EXPECT_THROW((void)detail::cuda_gptq_path(on, *random_layer({4, 64, 256, 128, true, false, false}, DType::BF16, rng), 1),
+               Error);
+}
+
+// Which GEMV kernel the host plan picks: two batches in flight wherever every batch lies in one group and the
+// splits of K are whole batches (the Llama decode shapes, split-K included), else the grouped kernel that checks
+// each step's group, the act-order one, or the general one. One-step batches (4-bit with two quads and two column
+// tiles, 3-bit) and 8-bit beyond one quad and one column tile stay with the per-step kernel.
+TEST(GptqCudaPlan, GemvKernelsByGroupAndShape) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937_64 rng(fresh_seed());
+  const Context ctx = Context::cuda(0);
+  using detail::WoqGemvKernel;
+  const auto kernel = [&](const Spec& s, int64_t m) {
+    const QuantMethodPtr layer = deserialize_linear(random_layer(s, DType::BF16, rng)->serialize(), Device::cuda(0));
+    return detail::cuda_gptq_gemv_kernel(ctx, *layer, m);
+  };
+  struct Case {
+    Spec spec;
+    int64_t m;
+    WoqGemvKernel want;
+  };
+  const std::vector<Case> cases = {
+      {{4, 4096, 4096, 128, true, false, false}, 1, WoqGemvKernel::kGroupedTwoBatches},   // o_proj (split-K)
+      {{4, 4096, 4096, 128, true, false, false}, 16, WoqGemvKernel::kGroupedTwoBatches},  // two column tiles
+      {{4, 512, 14336, 128, false, false, false}, 1, WoqGemvKernel::kGroupedTwoBatches},  // split-K, long K
+      {{4, 8712, 1408, 128, false, false, false}, 1, WoqGemvKernel::kGroupedTwoBatches},  // two quads
+      {{4, 8712, 1408, 128, false, false, false}, 16, WoqGemvKernel::kGrouped},  // two quads, two tiles: one step
+      {{4, 1024, 2048, -1, true, false, false}, 1, WoqGemvKernel::kGroupedTwoBatches},   // one group
+      {{4, 1024, 2048, 64, true, false, false}, 1, WoqGemvKernel::kGrouped},   // 64-row group < 128-row batch
+      {{4, 1024, 2048, 64, true, false, false}, 9, WoqGemvKernel::kGroupedTwoBatches},   // 64-row batches
+      {{4, 1024, 2048, 32, true, false, false}, 1, WoqGemvKernel::kGrouped},
+      {{4, 264, 1440, 96, false, false, false}, 1, WoqGemvKernel::kGeneral},  // not a power of two
+      {{4, 6144, 4096, 128, true, true, false}, 1, WoqGemvKernel::kGroupedActOrder},
+      {{8, 4096, 4096, 128, true, false, false}, 1, WoqGemvKernel::kGroupedTwoBatches},
+      {{8, 1024, 4096, 64, true, false, false}, 1, WoqGemvKernel::kGroupedTwoBatches},   // 64-row batches at 8 bits
+      {{8, 4096, 4096, 128, true, false, false}, 9, WoqGemvKernel::kGrouped},  // 8-bit: one quad, one tile only
+      {{8, 8712, 1408, 128, false, false, false}, 1, WoqGemvKernel::kGrouped},  // two quads
+      {{2, 256, 1408, 128, true, false, false}, 1, WoqGemvKernel::kGroupedTwoBatches},
+      {{3, 352, 1408, 128, false, false, false}, 1, WoqGemvKernel::kGrouped},  // one-step batches
+  };
+  for (const Case& c : cases) EXPECT_EQ(kernel(c.spec, c.m), c.want) << spec_name(c.spec) << " m=" << c.m;
+  // Rows that do not run the GEMV, and a layer that is not GPTQ-family on a GPU: clear errors.
+  EXPECT_THROW((void)kernel({4, 1024, 2048, 128, true, false, false}, 65), Error);
+  EXPECT_THROW((void)detail::cuda_gptq_gemv_kernel(ctx, *random_layer({4, 64, 256, 128, true, false, false},
+                                                                      DType::BF16, rng), 1),
                Error);
 }
 
