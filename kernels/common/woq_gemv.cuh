@@ -509,10 +509,6 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
 #pragma unroll
     for (int q = 0; q < kQuads; ++q) load_meta(q, group_of_step(s), b.zeros[q], b.scales[q]);
   };
-  const auto load_step = [&](Batch& b, int u, int s) {
-    load_step_weights(b, u, s);
-    load_step_rest(b, u, s);
-  };
   const auto load_weights = [&](Batch& b, int s) {
 #pragma unroll
     for (int u = 0; u < kSteps; ++u) load_step_weights(b, u, s);
