@@ -5,7 +5,7 @@
 //
 // The shape follows the dense GEMV (dense_gemv.cuh): at small M the time is the time to stream the packed weight,
 // so the kernel is built around its loads.
-//  - A block owns a tile of 32 output columns (the grouped kernel at M <= 8, 4-bit M <= 16: one or two such quads,
+//  - A block owns a tile of 32 output columns (the grouped kernel at M <= 8: one or two such quads,
 //    the host's choice); its 8 warps split K. Lane (g, t) owns columns 4g..4g+3 of each quad and, per step, block
 //    of codes 4·step + t: one 16-byte load per packed word reads that block for its 4 columns, and a warp's load
 //    covers 4 blocks × 32 columns = 4 full 128-byte lines. Two quads share each step's activations and Σx MMAs.

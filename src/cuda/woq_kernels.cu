@@ -36,9 +36,8 @@ constexpr int grouped_steps_for(int bits, int col_tiles, int quads, bool two_bat
   return base / (col_tiles * quads) > 0 ? base / (col_tiles * quads) : 1;
 }
 // The steps of a kPerBatch batch, or 0 where there is no kPerBatch kernel (s14, H200, against kPerStep): batches of
-// one step (3-bit; 4-bit with two quads and two column tiles: 0.89x on llama8b gate_up at M = 16) and 8-bit beyond
-// one quad and one column tile (two tiles 0.90-0.96x at M = 16, where ptxas spills; two quads 0.99x) stay with
-// kPerStep.
+// one step (3-bit, and 2-bit beyond one quad and one column tile) and 8-bit beyond one quad and one column tile (two
+// tiles 0.90-0.96x at M = 16, where ptxas spills; two quads 0.99x) stay with kPerStep.
 constexpr int per_batch_steps(int bits, int col_tiles, int quads) {
   const int steps = grouped_steps_for(bits, col_tiles, quads, true);
   return steps >= 2 && (bits != 8 || col_tiles * quads == 1) ? steps : 0;
@@ -111,10 +110,6 @@ cudaError_t launch_gemv_kernel(const kernels::WoqGemvParams& p, cudaStream_t str
   return launch(gemv_kernel<kBits, T, kColTiles, kGrouped, kQuads>());
 }
 
-// Whether the grouped GEMV has two quads with two column tiles (M 9..16): only at 4 bits, llama8b gate_up 1.07x
-// there, where 8-bit (two planes) spills and ran 0.90x (s12). 3-bit blocks (three words) never have two quads.
-constexpr bool two_quads_with_two_tiles(int bits) { return bits == 4; }
-
 // Calls f.template operator()<kColTiles, kGrouped, kQuads>() for the instantiation that serves (m, grouped, quads);
 // quads as woq_gemv_max_quads allows (both callers check it first).
 template <int kBits, class F>
@@ -122,12 +117,7 @@ auto with_gemv_config(int m, bool grouped, int quads, F&& f) {
   const bool two_tiles = m > 8;
   if (!grouped) return two_tiles ? f.template operator()<2, false, 1>() : f.template operator()<1, false, 1>();
   if constexpr (kBits != 3) {
-    if (quads == 2) {
-      if constexpr (two_quads_with_two_tiles(kBits)) {
-        if (two_tiles) return f.template operator()<2, true, 2>();
-      }
-      return f.template operator()<1, true, 2>();
-    }
+    if (quads == 2) return f.template operator()<1, true, 2>();
   }
   return two_tiles ? f.template operator()<2, true, 1>() : f.template operator()<1, true, 1>();
 }
@@ -218,9 +208,10 @@ cudaError_t launch_dequant_for_bits(int bits, const kernels::WoqDequantParams& p
 
 }  // namespace
 
-int woq_gemv_max_quads(int bits, int m, bool grouped) {
-  return grouped && bits != 3 && (m <= 8 || (two_quads_with_two_tiles(bits) && m <= 16)) ? 2 : 1;
-}
+// Two quads only with one column tile (M <= 8). s12 had them at 4 bits up to M = 16 (1.07x on llama8b gate_up,
+// 8-bit 0.90x); s14: one quad with two batches in flight beats two quads with one-step batches there (1.05x at M 9
+// and 16, N 28672, K 4096). 3-bit blocks (three words) never have two quads.
+int woq_gemv_max_quads(int bits, int m, bool grouped) { return grouped && bits != 3 && m <= 8 ? 2 : 1; }
 
 
 namespace {

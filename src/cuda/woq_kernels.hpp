@@ -18,7 +18,7 @@ inline constexpr int kWoqGemvPassRows = 16;
 cudaError_t launch_woq_gemv(int bits, DenseType dtype, const kernels::WoqGemvParams& p, bool grouped,
                             cudaStream_t stream, bool pdl);
 // Column quads (32 columns each) per GEMV block that launch_woq_gemv takes for (bits, m, grouped): 2 for the
-// grouped GEMV at m <= 8 except 3-bit (three-word blocks) and at 4 bits up to m = 16, else 1.
+// grouped GEMV at m <= 8 except 3-bit (three-word blocks), else 1.
 int woq_gemv_max_quads(int bits, int m, bool grouped);
 // Steps in a batch of the grouped GEMV's kPerBatch kernel for (bits, m, quads), 1 where it has none: where
 // p.steps_per_split is a multiple of it (or there is one split), there is no g_idx and every batch lies in one group,

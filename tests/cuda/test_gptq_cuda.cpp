@@ -353,7 +353,7 @@ const std::vector<Spec> kSpecs = {
     {8, 8192, 3584, 128, false, false, true, {1}},
     // 64-column blocks (two quads; more 32-column tiles than one wave of resident blocks, s9) at M <= 8: 2, 4 and
     // 8 bits, act-order, a last tile of 8 columns (its second quad wholly clamped), a whole batch and a partial one
-    // per warp; 4-bit keeps them at M 9..16 (two column tiles), 8-bit M = 9 is back in 32-column blocks.
+    // per warp; M 9..16 is back in 32-column blocks (s14).
     {4, 8712, 1408, 128, false, false, true, {1, 5, 9, 16}},
     {4, 8712, 1408, 128, true, true, false, {1, 8, 13}},
     {8, 8712, 1408, 128, false, false, false, {1, 8, 9}},
@@ -398,8 +398,8 @@ TEST(GptqCudaPlan, EachMGoesToItsKernel) {
 
 // Which GEMV kernel the host plan picks: two batches in flight wherever every batch lies in one group and the
 // splits of K are whole batches (the Llama decode shapes, split-K included), else the grouped kernel that checks
-// each step's group, the act-order one, or the general one. One-step batches (4-bit with two quads and two column
-// tiles, 3-bit) and 8-bit beyond one quad and one column tile stay with the per-step kernel.
+// each step's group, the act-order one, or the general one. One-step batches (3-bit) and 8-bit beyond one quad and
+// one column tile stay with the per-step kernel.
 TEST(GptqCudaPlan, GemvKernelsByGroupAndShape) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   std::mt19937_64 rng(fresh_seed());
@@ -419,7 +419,7 @@ TEST(GptqCudaPlan, GemvKernelsByGroupAndShape) {
       {{4, 4096, 4096, 128, true, false, false}, 16, WoqGemvKernel::kGroupedTwoBatches},  // two column tiles
       {{4, 512, 14336, 128, false, false, false}, 1, WoqGemvKernel::kGroupedTwoBatches},  // split-K, long K
       {{4, 8712, 1408, 128, false, false, false}, 1, WoqGemvKernel::kGroupedTwoBatches},  // two quads
-      {{4, 8712, 1408, 128, false, false, false}, 16, WoqGemvKernel::kGrouped},  // two quads, two tiles: one step
+      {{4, 8712, 1408, 128, false, false, false}, 16, WoqGemvKernel::kGroupedTwoBatches},  // one quad at M > 8
       {{4, 1024, 2048, -1, true, false, false}, 1, WoqGemvKernel::kGroupedTwoBatches},   // one group
       {{4, 1024, 2048, 64, true, false, false}, 1, WoqGemvKernel::kGrouped},   // 64-row group < 128-row batch
       {{4, 1024, 2048, 64, true, false, false}, 9, WoqGemvKernel::kGroupedTwoBatches},   // 64-row batches
