@@ -8,6 +8,7 @@ std::unique_ptr<BenchFormat> make_unquant_format();
 std::unique_ptr<BenchFormat> make_gptq4_format();
 std::unique_ptr<BenchFormat> make_gptq8_format();
 std::unique_ptr<BenchFormat> make_awq4_format();
+std::unique_ptr<BenchFormat> make_gptq4_act_format();
 std::unique_ptr<BenchFormat> make_fp8_format();
 std::unique_ptr<BenchFormat> make_fp8_static_format();
 std::unique_ptr<BenchFormat> make_fp8_block_format();
@@ -18,6 +19,7 @@ const std::vector<FormatEntry>& format_registry() {
       {"gptq4_g128", make_gptq4_format},
       {"gptq8_g128", make_gptq8_format},
       {"awq4_g128", make_awq4_format},
+      {"gptq4_g128_act", make_gptq4_act_format},
       {"fp8", make_fp8_format},
       {"fp8-static", make_fp8_static_format},
       {"fp8-block", make_fp8_block_format},
