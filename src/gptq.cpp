@@ -287,9 +287,26 @@ void set_qweight_order(GptqWeights& w, QweightOrder order) {
   w.qweight_order = order;
 }
 
+// The rows every group of sorted, padded act-order rows (g: each row's group) takes, where every group 0..groups-1
+// has rows, all but the last the same power-of-two count of them and the last no more: row r is then in group
+// r / that count. 0 otherwise (a row-parallel shard's scattered groups, a group of 96 rows).
+int64_t uniform_group_rows(const std::vector<int32_t>& g, int64_t groups) {
+  std::vector<int64_t> count(static_cast<size_t>(groups), 0);
+  for (int32_t gi : g) ++count[static_cast<size_t>(gi)];
+  const int64_t size = count.empty() ? 0 : count[0];
+  if (size <= 0 || (size & (size - 1)) != 0) return 0;
+  for (int64_t i = 0; i < groups; ++i) {
+    const bool last = i + 1 == groups;
+    if (count[i] <= 0 || (last ? count[i] > size : count[i] != size)) return 0;
+  }
+  return size;
+}
+
 // Act-order on CUDA: rows sorted by group, each group padded with zero-code rows (perm −1) to whole steps of the
-// GEMV (kernels::gptq::sorted_group_multiple), so a kernel step reads one group. The rows' order does not change the product: the forward gathers
-// x's columns by perm.
+// GEMV (kernels::gptq::sorted_group_multiple), so a kernel step reads one group. The rows' order does not change the
+// product: the forward gathers x's columns by perm. Where the sorted groups are uniform (uniform_group_rows: every
+// group of an unsharded or column-parallel act-order checkpoint holds group_size rows), the row's group is a
+// division and g_idx goes: the kernels of plain groups run, two batches in flight in the GEMV among them.
 GptqWeights sorted_by_group(const GptqWeights& w) {
   const GptqWeights h{.bits = w.bits,
                       .in_features = w.in_features,
@@ -328,8 +345,14 @@ GptqWeights sorted_by_group(const GptqWeights& w) {
   GptqWeights out = h;
   out.qweight = tensor_of(ref::gptq::pack_qweight(sorted.data(), rows, n, h.bits), {PackLayout{h.bits}.words_for(rows), n});
   out.qweight_order = QweightOrder::kCheckpoint;
-  out.g_idx = tensor_of(g_sorted, {rows});
   out.perm = tensor_of(perm, {rows});
+  const int64_t uniform = uniform_group_rows(g_sorted, h.groups());
+  if (uniform > 0) {
+    out.group_size = uniform;  // row r is in group r / uniform: no g_idx, the kernels of plain groups
+    out.g_idx = std::nullopt;
+  } else {
+    out.g_idx = tensor_of(g_sorted, {rows});
+  }
   return out;
 }
 

@@ -363,6 +363,9 @@ const std::vector<Spec> kSpecs = {
     // (64-row batches, in flight two at a time); several batches per warp without split-K.
     {4, 4228, 2304, 256, false, false, true, {1, 9}},
     {4, 4228, 2304, 64, true, false, false, {1, 16}},
+    // Act-order whose sorted groups are uniform but for a shorter last one (1000 rows: 104, padded to 128): plain
+    // groups of 128 after the gather (s14).
+    {4, 264, 1000, 128, false, true, true, {1, 3, 16, 40}},
 };
 
 INSTANTIATE_TEST_SUITE_P(Shapes, GptqCuda, ::testing::ValuesIn(kSpecs),
@@ -425,7 +428,9 @@ TEST(GptqCudaPlan, GemvKernelsByGroupAndShape) {
       {{4, 1024, 2048, 64, true, false, false}, 9, WoqGemvKernel::kGroupedTwoBatches},   // 64-row batches
       {{4, 1024, 2048, 32, true, false, false}, 1, WoqGemvKernel::kGrouped},
       {{4, 264, 1440, 96, false, false, false}, 1, WoqGemvKernel::kGeneral},  // not a power of two
-      {{4, 6144, 4096, 128, true, true, false}, 1, WoqGemvKernel::kGroupedActOrder},
+      // Act-order: sorted groups of 128 rows each are plain groups (g_idx dropped); 96-row groups keep g_idx.
+      {{4, 6144, 4096, 128, true, true, false}, 1, WoqGemvKernel::kGroupedTwoBatches},
+      {{4, 264, 1440, 96, true, true, false}, 1, WoqGemvKernel::kGroupedActOrder},
       {{8, 4096, 4096, 128, true, false, false}, 1, WoqGemvKernel::kGroupedTwoBatches},
       {{8, 1024, 4096, 64, true, false, false}, 1, WoqGemvKernel::kGroupedTwoBatches},   // 64-row batches at 8 bits
       {{8, 4096, 4096, 128, true, false, false}, 9, WoqGemvKernel::kGrouped},  // 8-bit: one quad, one tile only
@@ -434,6 +439,22 @@ TEST(GptqCudaPlan, GemvKernelsByGroupAndShape) {
       {{3, 352, 1408, 128, false, false, false}, 1, WoqGemvKernel::kGrouped},  // one-step batches
   };
   for (const Case& c : cases) EXPECT_EQ(kernel(c.spec, c.m), c.want) << spec_name(c.spec) << " m=" << c.m;
+  // The sorted act-order forms behind those: uniform groups lose g_idx and keep their rows as group_size (the last
+  // of 1000 rows in groups of 128 holds 104, padded to 128), scattered or 96-row ones keep g_idx.
+  const auto device_form = [&](const Spec& s) {
+    const QuantMethodPtr layer = deserialize_linear(random_layer(s, DType::BF16, rng)->serialize(), Device::cuda(0));
+    return dynamic_cast<const GptqLinear&>(*layer).weights();
+  };
+  for (const Spec& s : {Spec{4, 256, 4096, 128, true, true, false}, Spec{4, 256, 1000, 128, true, true, false},
+                        Spec{8, 256, 1024, 64, true, true, false}}) {
+    const GptqWeights w = device_form(s);
+    EXPECT_FALSE(w.g_idx.has_value()) << spec_name(s);
+    EXPECT_EQ(w.group_size, s.group) << spec_name(s);
+    ASSERT_TRUE(w.perm.has_value()) << spec_name(s);
+  }
+  const GptqWeights g96 = device_form({4, 264, 1440, 96, true, true, false});
+  EXPECT_TRUE(g96.g_idx.has_value());
+  EXPECT_EQ(g96.group_size, 96);
   // Rows that do not run the GEMV, and a layer that is not GPTQ-family on a GPU: clear errors.
   EXPECT_THROW((void)kernel({4, 1024, 2048, 128, true, false, false}, 65), Error);
   EXPECT_THROW((void)detail::cuda_gptq_gemv_kernel(ctx, *random_layer({4, 64, 256, 128, true, false, false},
