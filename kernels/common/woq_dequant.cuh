@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "kernels/common/float_convert.cuh"
+#include "kernels/common/ptx_ops.cuh"
 #include "kernels/common/woq_params.hpp"
 
 namespace tpq::kernels {
@@ -106,15 +107,22 @@ __global__ void __launch_bounds__(kWoqDequantCols * kWoqDequantBlocks)
   }
 }
 
+// Launched with programmatic stream serialization where the host allows it: the GEMV after it starts at once and
+// streams its weights while this runs (its griddepcontrol.wait waits for this grid), and perm, constant during a
+// forward, is read before this kernel's own wait for x.
 template <typename T>
 __global__ void woq_gather_kernel(const WoqGatherParams p) {
+  pdl_launch_dependents();
   const T* x = static_cast<const T*>(p.x);
   T* out = static_cast<T*>(p.out);
   const int64_t total = p.m * p.rows;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int32_t first_c = first < total ? __ldg(p.perm + first % p.rows) : -1;
+  pdl_wait();
+  for (int64_t i = first; i < total; i += stride) {
     const int64_t row = i / p.rows, r = i % p.rows;
-    const int32_t c = __ldg(p.perm + r);
+    const int32_t c = i == first ? first_c : __ldg(p.perm + r);
     out[i] = c >= 0 ? x[row * p.k + c] : from_float<T>(0.0f);
   }
 }

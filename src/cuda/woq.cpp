@@ -231,7 +231,7 @@ void woq_linear(const Context& ctx, DType dtype, const WoqWeights& w, const void
     if (w.perm != nullptr) {
       gathered = ctx.empty({m, w.rows}, dtype);
       const kernels::WoqGatherParams gp{.x = x, .perm = w.perm, .out = gathered.data(), .m = m, .k = w.k, .rows = w.rows};
-      TPQ_CUDA_CHECK(launch_woq_gather(dense_type(dtype), gp, res.sm_count, stream));
+      TPQ_CUDA_CHECK(launch_woq_gather(dense_type(dtype), gp, res.sm_count, stream, pdl_enabled(res)));
       xs = gathered.data();
     }
     if (path == WoqPath::kGemm) {

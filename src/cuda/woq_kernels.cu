@@ -291,15 +291,16 @@ cudaError_t launch_woq_dequant(int bits, DenseType dtype, const kernels::WoqDequ
   return with_dense_type<true>(dtype, [&]<typename T>() { return launch_dequant_for_bits<T>(bits, p, stream); });
 }
 
-cudaError_t launch_woq_gather(DenseType dtype, const kernels::WoqGatherParams& p, int sm_count, cudaStream_t stream) {
+cudaError_t launch_woq_gather(DenseType dtype, const kernels::WoqGatherParams& p, int sm_count, cudaStream_t stream,
+                              bool pdl) {
   constexpr int kThreads = 256;
   const int64_t total = p.m * p.rows;
   if (total == 0) return cudaSuccess;
   const unsigned grid =
       static_cast<unsigned>(std::clamp<int64_t>((total + kThreads - 1) / kThreads, 1, int64_t{sm_count} * 8));
   return with_dense_type<true>(dtype, [&]<typename T>() {
-    kernels::woq_gather_kernel<T><<<grid, kThreads, 0, stream>>>(p);
-    return cudaGetLastError();
+    return kernels::launch_kernel(kernels::woq_gather_kernel<T>, dim3(grid), dim3(kThreads), 0, stream,
+                                  kernels::LaunchOptions{.pdl = pdl}, p);
   });
 }
 
