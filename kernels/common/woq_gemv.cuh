@@ -443,6 +443,7 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
   constexpr int kCodes = Traits::kCodes;
   constexpr int kWords = Traits::kWords;
   constexpr int kXRegs = kCodes / 2;
+  constexpr int kStepRows = 4 * kCodes;
   constexpr int kPrefetchGroups = 64;
   constexpr bool kActOrder = kGroups == WoqGroups::kActOrder;
   constexpr bool kPerBatch = kGroups == WoqGroups::kPerBatch;
@@ -491,32 +492,29 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
   };
   // A whole batch (every block of every step exists) starting at step s: weights (kPerBatch: and the group's zero
   // points and scales), then (after the wait) activations and groups.
-  const auto load_step_weights = [&](Batch& b, int u, int s) {
-    const uint32_t* wp = w_lane + static_cast<int64_t>(s + u) * w_step;
+  const auto load_weights = [&](Batch& b, int s) {
+    const uint32_t* wp = w_lane + static_cast<int64_t>(s) * w_step;
 #pragma unroll
-    for (int q = 0; q < kQuads; ++q) {
+    for (int u = 0; u < kSteps; ++u) {
 #pragma unroll
-      for (int w = 0; w < kWords; ++w) b.raw[u][q][w] = load_stream_16(wp + w * n + quad_off[q]);
+      for (int q = 0; q < kQuads; ++q) {
+#pragma unroll
+        for (int w = 0; w < kWords; ++w) b.raw[u][q][w] = load_stream_16(wp + u * w_step + w * n + quad_off[q]);
+      }
+    }
+    if constexpr (kPerBatch) {
+#pragma unroll
+      for (int q = 0; q < kQuads; ++q) load_meta(q, group_of_step(s), b.zeros[q], b.scales[q]);
     }
   };
-  const auto load_step_rest = [&](Batch& b, int u, int s) {
-    const int64_t k0 = ((static_cast<int64_t>(s) + u) * 4 + t) * kCodes;
-#pragma unroll
-    for (int j = 0; j < kColTiles; ++j) woq_detail::load_x<kCodes>(b.xr[u][j], x_row[j], k0, true);
-    if constexpr (kActOrder) b.group[u] = group_of_step(s + u);
-  };
-  const auto load_meta_of = [&](Batch& b, int s) {
-#pragma unroll
-    for (int q = 0; q < kQuads; ++q) load_meta(q, group_of_step(s), b.zeros[q], b.scales[q]);
-  };
-  const auto load_weights = [&](Batch& b, int s) {
-#pragma unroll
-    for (int u = 0; u < kSteps; ++u) load_step_weights(b, u, s);
-    if constexpr (kPerBatch) load_meta_of(b, s);
-  };
   const auto load_rest = [&](Batch& b, int s) {
+    const int64_t k0 = (static_cast<int64_t>(s) * 4 + t) * kCodes;
 #pragma unroll
-    for (int u = 0; u < kSteps; ++u) load_step_rest(b, u, s);
+    for (int u = 0; u < kSteps; ++u) {
+#pragma unroll
+      for (int j = 0; j < kColTiles; ++j) woq_detail::load_x<kCodes>(b.xr[u][j], x_row[j], k0 + u * kStepRows, true);
+      if constexpr (kActOrder) b.group[u] = group_of_step(s + u);
+    }
   };
   const auto compute_batch = [&](const Batch& b, int s) {
     if constexpr (kPerBatch) {
