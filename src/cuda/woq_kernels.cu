@@ -213,7 +213,6 @@ cudaError_t launch_dequant_for_bits(int bits, const kernels::WoqDequantParams& p
 // and 16, N 28672, K 4096). 3-bit blocks (three words) never have two quads.
 int woq_gemv_max_quads(int bits, int m, bool grouped) { return grouped && bits != 3 && m <= 8 ? 2 : 1; }
 
-
 namespace {
 // An instantiation exists for (bits, m, grouped, quads).
 bool gemv_config_exists(int bits, int m, bool grouped, int quads) {
