@@ -110,20 +110,34 @@ __global__ void __launch_bounds__(kWoqDequantCols * kWoqDequantBlocks)
 // Launched with programmatic stream serialization where the host allows it: the GEMV after it starts at once and
 // streams its weights while this runs (its griddepcontrol.wait waits for this grid), and perm, constant during a
 // forward, is read before this kernel's own wait for x.
+// Each thread gathers 8 consecutive stored rows of one row of x (rows % 8 == 0, out 16-byte aligned: host-checked):
+// two 16-byte loads of perm, eight loads of x (scattered within its row, which L1 holds), 16-byte stores.
 template <typename T>
 __global__ void woq_gather_kernel(const WoqGatherParams p) {
+  constexpr int kStores = static_cast<int>(sizeof(T)) / 2;  // 16-byte stores of the 8 values: 1 (16-bit), 2 (f32)
   pdl_launch_dependents();
   const T* x = static_cast<const T*>(p.x);
-  T* out = static_cast<T*>(p.out);
-  const int64_t total = p.m * p.rows;
+  const int64_t chunks = p.m * (p.rows / 8);
   const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  const int32_t first_c = first < total ? __ldg(p.perm + first % p.rows) : -1;
+  const auto perm_of = [&](int64_t i, int (&c)[8]) {
+    const int4* pp = reinterpret_cast<const int4*>(p.perm + (i % (p.rows / 8)) * 8);
+    const int4 a = __ldg(pp), b = __ldg(pp + 1);
+    c[0] = a.x, c[1] = a.y, c[2] = a.z, c[3] = a.w, c[4] = b.x, c[5] = b.y, c[6] = b.z, c[7] = b.w;
+  };
+  int c[8];
+  if (first < chunks) perm_of(first, c);  // perm is constant during a forward: read before the wait
   pdl_wait();
-  for (int64_t i = first; i < total; i += stride) {
-    const int64_t row = i / p.rows, r = i % p.rows;
-    const int32_t c = i == first ? first_c : __ldg(p.perm + r);
-    out[i] = c >= 0 ? x[row * p.k + c] : from_float<T>(0.0f);
+  for (int64_t i = first; i < chunks; i += stride) {
+    if (i != first) perm_of(i, c);
+    const T* row = x + (i / (p.rows / 8)) * p.k;
+    T v[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) v[e] = c[e] >= 0 ? row[c[e]] : from_float<T>(0.0f);
+    uint4 packed[kStores];
+    memcpy(packed, v, sizeof(packed));
+#pragma unroll
+    for (int q = 0; q < kStores; ++q) reinterpret_cast<uint4*>(p.out)[i * kStores + q] = packed[q];
   }
 }
 

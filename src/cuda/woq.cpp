@@ -220,6 +220,9 @@ void woq_linear(const Context& ctx, DType dtype, const WoqWeights& w, const void
                 int64_t m) {
   check_weights(w, "quantized linear");
   TPQ_CHECK(m >= 0, kShape, "quantized linear: m = {}", m);
+  TPQ_CHECK(w.perm == nullptr || w.rows % 8 == 0, kInvalidArgument,
+            "quantized linear: {} reordered rows (perm); the CUDA gather of x takes a multiple of 8 (sorted act-order "
+            "rows always are)", w.rows);
   if (m == 0 || w.n == 0) return;
   Context::CudaResources& res = cuda_resources_of(ctx, "quantized linear");
   CudaDeviceGuard guard(res.device);

@@ -293,10 +293,12 @@ cudaError_t launch_woq_dequant(int bits, DenseType dtype, const kernels::WoqDequ
 cudaError_t launch_woq_gather(DenseType dtype, const kernels::WoqGatherParams& p, int sm_count, cudaStream_t stream,
                               bool pdl) {
   constexpr int kThreads = 256;
-  const int64_t total = p.m * p.rows;
-  if (total == 0) return cudaSuccess;
+  const int64_t chunks = p.m * (p.rows / 8);
+  if (p.rows % 8 != 0 || reinterpret_cast<uintptr_t>(p.out) % 16 != 0 || reinterpret_cast<uintptr_t>(p.perm) % 16 != 0)
+    return cudaErrorInvalidValue;
+  if (chunks == 0) return cudaSuccess;
   const unsigned grid =
-      static_cast<unsigned>(std::clamp<int64_t>((total + kThreads - 1) / kThreads, 1, int64_t{sm_count} * 8));
+      static_cast<unsigned>(std::clamp<int64_t>((chunks + kThreads - 1) / kThreads, 1, int64_t{sm_count} * 8));
   return with_dense_type<true>(dtype, [&]<typename T>() {
     return kernels::launch_kernel(kernels::woq_gather_kernel<T>, dim3(grid), dim3(kThreads), 0, stream,
                                   kernels::LaunchOptions{.pdl = pdl}, p);

@@ -38,7 +38,8 @@ cudaError_t launch_woq_gemm(int bits, DenseType dtype, const kernels::WoqGemvPar
                             bool pdl);
 // dtype (of the scales and the output): kBF16, kF16 or kF32.
 cudaError_t launch_woq_dequant(int bits, DenseType dtype, const kernels::WoqDequantParams& p, cudaStream_t stream);
-// dtype: kBF16, kF16 or kF32. `pdl`: programmatic stream serialization (the GEMV after it starts at once).
+// dtype: kBF16, kF16 or kF32; p.rows % 8 == 0, p.out and p.perm 16-byte aligned (cudaErrorInvalidValue otherwise). `pdl`:
+// programmatic stream serialization (the GEMV after it starts at once).
 cudaError_t launch_woq_gather(DenseType dtype, const kernels::WoqGatherParams& p, int sm_count, cudaStream_t stream,
                               bool pdl);
 

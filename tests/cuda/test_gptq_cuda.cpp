@@ -9,10 +9,12 @@
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <numeric>
 #include <random>
 #include <sstream>
 #include <string>
@@ -460,6 +462,28 @@ TEST(GptqCudaPlan, GemvKernelsByGroupAndShape) {
   EXPECT_THROW((void)detail::cuda_gptq_gemv_kernel(ctx, *random_layer({4, 64, 256, 128, true, false, false},
                                                                       DType::BF16, rng), 1),
                Error);
+}
+
+// Reordered rows (perm) given by hand whose count the CUDA gather of x does not take (8-bit: rows need only be a
+// multiple of 4): a clear error at the forward, not a wrong result.
+TEST(GptqCudaShards, PermRowsNotAMultipleOf8AreRefused) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  std::mt19937_64 rng(fresh_seed());
+  const QuantMethodPtr cpu = random_layer({8, 64, 1028, 128, true, false, false}, DType::BF16, rng);
+  GptqWeights w = dynamic_cast<const GptqLinear&>(*cpu).weights();
+  std::vector<int32_t> perm(1028);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::reverse(perm.begin(), perm.end());
+  w.perm = Tensor::from_bytes(perm.data(), {1028}, DType::I32);
+  const QuantMethodPtr gpu = deserialize_linear(GptqLinear("gptq", w).serialize(), Device::cuda(0));
+  const Context ctx = Context::cuda(0);
+  const Tensor x = random_x(1, 1028, DType::BF16, rng).to(Device::cuda(0));
+  try {
+    (void)gpu->forward(x, ctx);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("multiple of 8"), std::string::npos) << e.what();
+  }
 }
 
 // Act-order + row parallel: a rank's K slice refers to scattered groups, and the device form pads each group's
