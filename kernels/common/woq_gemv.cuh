@@ -237,16 +237,19 @@ struct GroupedSums {
 
   // Applies the finished group, then starts the next from zero.
   __device__ __forceinline__ void flush() {
-    if (group < 0) return;
+    if (group >= 0) flush(group_zeros, group_scales);
+  }
+
+  // Applies sums that all lie in one group, whose packed zero points and scales are given, then starts from zero.
+  __device__ __forceinline__ void flush(const uint32_t (&zeros)[kQuads], const uint2 (&scales)[kQuads]) {
 #pragma unroll
     for (int qd = 0; qd < kQuads; ++qd) {
       float sc[4], zc[4];
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
-        sc[c] = half_to_float<T>(c < 2 ? group_scales[qd].x : group_scales[qd].y, c & 1);
+        sc[c] = half_to_float<T>(c < 2 ? scales[qd].x : scales[qd].y, c & 1);
         // Zero point c as the float 2^23 + z (its byte under the exponent bits of 2^23), then offset: both exact.
-        zc[c] = __uint_as_float(__byte_perm(group_zeros[qd], 0x4B000000u, 0x7650u + c)) -
-                (8388608.0f - Planes::kOffset);
+        zc[c] = __uint_as_float(__byte_perm(zeros[qd], 0x4B000000u, 0x7650u + c)) - (8388608.0f - Planes::kOffset);
       }
 #pragma unroll
       for (int j = 0; j < kColTiles; ++j) {
@@ -272,18 +275,6 @@ struct GroupedSums {
 #pragma unroll
       for (int e = 0; e < 4; ++e) xsum[j][e] = 0.0f;
     }
-  }
-
-  // Applies sums that all lie in one group, whose packed zero points and scales are given, then starts from zero.
-  __device__ __forceinline__ void flush(const uint32_t (&zeros)[kQuads], const uint2 (&scales)[kQuads]) {
-#pragma unroll
-    for (int qd = 0; qd < kQuads; ++qd) {
-      group_zeros[qd] = zeros[qd];
-      group_scales[qd] = scales[qd];
-    }
-    group = 0;
-    flush();
-    group = -1;
   }
 
   // One step (4 blocks × 32 columns per quad) of group `step_group`: switch groups if needed (warp-uniform;
