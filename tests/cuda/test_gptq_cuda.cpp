@@ -91,6 +91,11 @@ QuantMethodPtr random_layer(const Spec& s, DType dtype, std::mt19937_64& rng) {
   return std::make_shared<GptqLinear>("gptq", std::move(w));
 }
 
+// random_layer's bf16 layer put on the GPU through a serialized copy (the load path a checkpoint takes).
+QuantMethodPtr random_gpu_layer(const Spec& s, std::mt19937_64& rng) {
+  return deserialize_linear(random_layer(s, DType::BF16, rng)->serialize(), Device::cuda(0));
+}
+
 Tensor random_x(int64_t m, int64_t k, DType dtype, std::mt19937_64& rng) {
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   std::vector<float> v(static_cast<size_t>(m * k));
@@ -230,7 +235,7 @@ TEST_P(GptqCuda, DecodeIsBitwiseRepeatable) {
   std::mt19937_64 rng(fresh_seed());
   const int64_t k = GetParam().k;
   const Context ctx = gemm_context(stream_);  // m = 40: the GEMM
-  const QuantMethodPtr gpu = deserialize_linear(random_layer(GetParam(), DType::BF16, rng)->serialize(), Device::cuda(0));
+  const QuantMethodPtr gpu = random_gpu_layer(GetParam(), rng);
   for (int64_t m : {1, 16, 40}) {
     const Tensor xd = random_x(m, k, DType::BF16, rng).to(Device::cuda(0));
     const std::vector<double> first = host_values(gpu->forward(xd, ctx), ctx);
@@ -379,11 +384,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, GptqCuda, ::testing::ValuesIn(kSpecs),
 TEST(GptqCudaPlan, EachMGoesToItsKernel) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   std::mt19937_64 rng(fresh_seed());
-  const auto gpu_layer = [&](const Spec& s) {
-    return deserialize_linear(random_layer(s, DType::BF16, rng)->serialize(), Device::cuda(0));
-  };
-  const QuantMethodPtr g128 = gpu_layer({4, 4096, 4096, 128, true, false, false});
-  const QuantMethodPtr g96 = gpu_layer({4, 264, 1440, 96, false, false, false});
+  const QuantMethodPtr g128 = random_gpu_layer({4, 4096, 4096, 128, true, false, false}, rng);
+  const QuantMethodPtr g96 = random_gpu_layer({4, 264, 1440, 96, false, false, false}, rng);
   using detail::WoqPath;
   {
     const Context ctx = Context::cuda(0);
@@ -411,8 +413,7 @@ TEST(GptqCudaPlan, GemvKernelsByGroupAndShape) {
   const Context ctx = Context::cuda(0);
   using detail::WoqGemvKernel;
   const auto kernel = [&](const Spec& s, int64_t m) {
-    const QuantMethodPtr layer = deserialize_linear(random_layer(s, DType::BF16, rng)->serialize(), Device::cuda(0));
-    return detail::cuda_gptq_gemv_kernel(ctx, *layer, m);
+    return detail::cuda_gptq_gemv_kernel(ctx, *random_gpu_layer(s, rng), m);
   };
   struct Case {
     Spec spec;
@@ -444,8 +445,7 @@ TEST(GptqCudaPlan, GemvKernelsByGroupAndShape) {
   // The sorted act-order forms behind those: uniform groups lose g_idx and keep their rows as group_size (the last
   // of 1000 rows in groups of 128 holds 104, padded to 128), scattered or 96-row ones keep g_idx.
   const auto device_form = [&](const Spec& s) {
-    const QuantMethodPtr layer = deserialize_linear(random_layer(s, DType::BF16, rng)->serialize(), Device::cuda(0));
-    return dynamic_cast<const GptqLinear&>(*layer).weights();
+    return dynamic_cast<const GptqLinear&>(*random_gpu_layer(s, rng)).weights();
   };
   for (const Spec& s : {Spec{4, 256, 4096, 128, true, true, false}, Spec{4, 256, 1000, 128, true, true, false},
                         Spec{8, 256, 1024, 64, true, true, false}}) {
