@@ -15,6 +15,7 @@ inline constexpr int kFp8GemvWarps = 8;
 inline constexpr int kFp8GemvUnitK = 128;
 inline constexpr int kFp8GemvColTileRows = 8;
 inline constexpr int kFp8GemvMaxM = 16;
+inline constexpr int kFp8GemvTwoBatchUnits = 2;  // units per batch where two batches are in flight
 
 struct Fp8GemvParams {
   const void* x;            // [m, k] bf16 / f16
@@ -32,6 +33,8 @@ struct Fp8GemvParams {
   int block_k;              // kBlock: a multiple of 128
   int units_per_split;      // 128-K units each blockIdx.y covers
   int units_in_flight;      // M <= 8: 128-K units each warp loads before using them, 2 or 4 (host heuristic)
+  int two_batches;          // M <= 8: two batches of kFp8GemvTwoBatchUnits in flight per warp (host heuristic;
+                            // units_in_flight is then not read)
 };
 
 // Activation quantization (act_quant.cuh): one block per row of x; the dynamic per-tensor amax pass in at most

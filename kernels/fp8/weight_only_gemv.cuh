@@ -6,7 +6,8 @@
 // dense GEMV (kernels/common/dense_gemv.cuh):
 //  - Each warp owns a tile of 16 rows of W and a contiguous range of K in units of 128 elements. Per unit, lane
 //    (g = lane / 4, t = lane % 4) loads 16 bytes of rows g and g+8 at chunks 8u + t and 8u + 4 + t: 16 e4m3
-//    weights of each row per load, two loads per row, kUnits units in flight before the first use.
+//    weights of each row per load, two loads per row, kUnits units in flight before the first use. With
+//    kTwoBatches, two such batches alternate: the next one's loads go out before the current one's MMAs.
 //  - Weights are widened to the activation type exactly, subnormals included (e4m3x4_to): one conversion
 //    instruction per pair of codes for f16 on sm_89+; elsewhere a byte permute, a shift and a select per pair, as
 //    e4m3 * 2^-8, and for bf16 one multiply by a power of two. The epilogue takes any power of two back.
@@ -96,12 +97,15 @@ __device__ __forceinline__ void mma_chunk(float (&acc)[4], const uint4& wl, cons
 
 // Register bounds: ptxas's own choice (68-80 registers for one- and two-unit batches, three blocks per SM, but 84
 // and two for the f16 block-scaled one with two column tiles; 124-128 for four units, two blocks) except for
-// block-scaled four-unit batches, held to two blocks per SM (128 registers, 82 bytes spilled in the f16 one, which
-// would take 146 and run one block per SM). Asking for a minimum of blocks
+// block-scaled four-unit batches and f16 two-batch ones, held to two blocks per SM (128 registers; 82 bytes spilled
+// in the f16 block-scaled four-unit one, which would take 146 and run one block per SM; the f16 two-batch ones would
+// take 140 and 160, and spill 8 and 56 bytes; the bf16 ones take 128 by themselves, and 8 bytes spilled in the
+// per-tensor one when held). Asking for a minimum of blocks
 // elsewhere made ptxas take more registers, not fewer (108-131 for two units, two blocks per SM; Llama-3-8B qkv at
 // M = 1 took 9.2 us against 7.8 us in the run before on an H200).
-template <typename T, int kColTiles, int kUnits, bool kBlockScale>
-__global__ void __launch_bounds__(kFp8GemvWarps * 32, kUnits >= 4 && kBlockScale ? 2 : 0)
+template <typename T, int kColTiles, int kUnits, bool kBlockScale, bool kTwoBatches = false>
+__global__ void __launch_bounds__(kFp8GemvWarps * 32,
+                                  (kUnits >= 4 && kBlockScale) || (kTwoBatches && std::is_same_v<T, __half>) ? 2 : 0)
     fp8_weight_only_gemv_kernel(const Fp8GemvParams p) {
   pdl_launch_dependents();
 
@@ -139,34 +143,37 @@ __global__ void __launch_bounds__(kFp8GemvWarps * 32, kUnits >= 4 && kBlockScale
   float acc[kColTiles][4] = {};
   float chain[2][kColTiles][4] = {};
   bool waited = false;
-  for (int u0 = begin; u0 < end; u0 += kUnits) {
-    // Loads for kUnits units: chunk 8u + 4s + t of rows g and g+8, s = 0, 1.
+  // A batch: kUnits units' weights, activations and block scales in registers.
+  struct Batch {
     uint4 wl[kUnits][2], wh[kUnits][2];
+    uint4 xv[kUnits][2][kColTiles][2];
     bool ok[kUnits][2];
     float sc[kUnits];
+  };
+  // `checked` (std::true_type): units past the warp's range and chunks past k read the row's last chunk instead (no
+  // predicate, no zeroed registers) and get zero activations, so they add nothing (a NaN code there is in the row's
+  // own sum already). std::false_type: the caller knows every chunk of the batch exists.
+  const auto load_weights = [&](Batch& b, int u0, auto checked) {
 #pragma unroll
     for (int uu = 0; uu < kUnits; ++uu) {
 #pragma unroll
       for (int s = 0; s < 2; ++s) {
         const int c = (u0 + uu) * 8 + s * 4 + t;
-        ok[uu][s] = (u0 + uu < end) && (c < chunks);
-        // A chunk past the range reads the row's last one instead (no predicate, no zeroed registers): its x is
-        // zero, so it adds nothing (a NaN code there is in the row's own sum already).
-        const int64_t cw = ok[uu][s] ? c : chunks - 1;
-        wl[uu][s] = load_stream_16(w_lo + cw * 16);
-        wh[uu][s] = load_stream_16(w_hi + cw * 16);
+        b.ok[uu][s] = !decltype(checked)::value || ((u0 + uu < end) && (c < chunks));
+        const int64_t cw = b.ok[uu][s] ? c : chunks - 1;
+        b.wl[uu][s] = load_stream_16(w_lo + cw * 16);
+        b.wh[uu][s] = load_stream_16(w_hi + cw * 16);
       }
       if constexpr (kBlockScale) {
-        sc[uu] = u0 + uu < end ? __ldg(block_scales + ((u0 + uu) * kFp8GemvUnitK) / p.block_k) : 0.0f;
+        b.sc[uu] = !decltype(checked)::value || u0 + uu < end
+                       ? __ldg(block_scales + ((u0 + uu) * kFp8GemvUnitK) / p.block_k)
+                       : 0.0f;
       } else {
-        sc[uu] = 1.0f;
+        b.sc[uu] = 1.0f;
       }
     }
-    if (!waited) {
-      pdl_wait();
-      waited = true;
-    }
-    uint4 xv[kUnits][2][kColTiles][2];
+  };
+  const auto load_x = [&](Batch& b, int u0) {
 #pragma unroll
     for (int uu = 0; uu < kUnits; ++uu) {
 #pragma unroll
@@ -174,11 +181,13 @@ __global__ void __launch_bounds__(kFp8GemvWarps * 32, kUnits >= 4 && kBlockScale
         const int64_t e = (static_cast<int64_t>(u0 + uu) * 8 + s * 4 + t) * 16;  // first K element of the chunk
 #pragma unroll
         for (int j = 0; j < kColTiles; ++j) {
-          xv[uu][s][j][0] = ok[uu][s] ? load_cached_16(x_row[j] + e) : make_uint4(0, 0, 0, 0);
-          xv[uu][s][j][1] = ok[uu][s] ? load_cached_16(x_row[j] + e + 8) : make_uint4(0, 0, 0, 0);
+          b.xv[uu][s][j][0] = b.ok[uu][s] ? load_cached_16(x_row[j] + e) : make_uint4(0, 0, 0, 0);
+          b.xv[uu][s][j][1] = b.ok[uu][s] ? load_cached_16(x_row[j] + e + 8) : make_uint4(0, 0, 0, 0);
         }
       }
     }
+  };
+  const auto compute = [&](const Batch& b) {
 #pragma unroll
     for (int uu = 0; uu < kUnits; ++uu) {
       if constexpr (kBlockScale) {
@@ -193,15 +202,60 @@ __global__ void __launch_bounds__(kFp8GemvWarps * 32, kUnits >= 4 && kBlockScale
       for (int s = 0; s < 2; ++s) {
 #pragma unroll
         for (int j = 0; j < kColTiles; ++j)
-          fp8_gemv_detail::mma_chunk<T>(chain[s][j], wl[uu][s], wh[uu][s], xv[uu][s][j][0], xv[uu][s][j][1]);
+          fp8_gemv_detail::mma_chunk<T>(chain[s][j], b.wl[uu][s], b.wh[uu][s], b.xv[uu][s][j][0], b.xv[uu][s][j][1]);
       }
       if constexpr (kBlockScale) {
 #pragma unroll
         for (int j = 0; j < kColTiles; ++j)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) acc[j][e] = fmaf(chain[0][j][e] + chain[1][j][e], sc[uu], acc[j][e]);
+          for (int e = 0; e < 4; ++e) acc[j][e] = fmaf(chain[0][j][e] + chain[1][j][e], b.sc[uu], acc[j][e]);
       }
     }
+  };
+  using Checked = std::true_type;
+  using Whole = std::false_type;
+  // Two batches in flight (kTwoBatches): whole batches (every chunk exists) alternate between two register sets, and
+  // the next one's loads are issued before the current one's MMAs, so a warp always has a batch of loads
+  // outstanding. What is left (units with chunks past k) runs one batch at a time, as every batch does otherwise.
+  int u0 = begin;
+  if constexpr (kTwoBatches) {
+    const int full_end = min(end, chunks >> 3);  // units whose 8 chunks all exist
+    const int batches = full_end > begin ? (full_end - begin) / kUnits : 0;
+    Batch ba, bb;
+    if (batches > 0) load_weights(ba, u0, Whole{});
+    pdl_wait();
+    waited = true;
+    if (batches > 0) load_x(ba, u0);
+    int i = 0;
+    for (; i + 2 < batches; i += 2) {
+      load_weights(bb, u0 + kUnits, Whole{});
+      load_x(bb, u0 + kUnits);
+      compute(ba);
+      load_weights(ba, u0 + 2 * kUnits, Whole{});
+      load_x(ba, u0 + 2 * kUnits);
+      compute(bb);
+      u0 += 2 * kUnits;
+    }
+    if (i + 1 < batches) {
+      load_weights(bb, u0 + kUnits, Whole{});
+      load_x(bb, u0 + kUnits);
+      compute(ba);
+      compute(bb);
+      u0 += 2 * kUnits;
+    } else if (i < batches) {
+      compute(ba);
+      u0 += kUnits;
+    }
+  }
+  for (; u0 < end; u0 += kUnits) {
+    Batch b;
+    load_weights(b, u0, Checked{});
+    if (!waited) {
+      pdl_wait();
+      waited = true;
+    }
+    load_x(b, u0);
+    compute(b);
   }
   if constexpr (!kBlockScale) {
 #pragma unroll

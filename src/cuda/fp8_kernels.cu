@@ -91,31 +91,27 @@ cudaError_t launch_block_gemm_typed(const kernels::Fp8BlockGemmParams& p, int sm
                        stream, {}, x_map, w_map, scale_map, p);
 }
 
-template <typename T, int kColTiles, int kUnits, bool kBlockScale>
-cudaError_t launch_gemv_typed(const kernels::Fp8GemvParams& p, cudaStream_t stream, bool pdl) {
-  const dim3 grid(static_cast<unsigned>((p.n + kernels::kFp8GemvTileRows - 1) / kernels::kFp8GemvTileRows),
-                  static_cast<unsigned>(p.split_k.splits), 1);
-  return kernels::launch_kernel(kernels::fp8_weight_only_gemv_kernel<T, kColTiles, kUnits, kBlockScale>, grid,
-                                dim3(kernels::kFp8GemvWarps * 32, 1, 1), 0, stream,
-                                {.pdl = pdl, .cluster_y = kernels::cluster_height(p.split_k)}, p);
-}
-
-// Loads in flight per lane: 4 x kUnits weight loads of 16 bytes (+ 4 x kColTiles x kUnits x loads). One column
-// tile takes 2 or 4 units (the host picks, see fp8_linear.cpp); two column tiles take one, to bound registers.
-template <typename T, bool kBlockScale>
-cudaError_t launch_gemv_for_m(const kernels::Fp8GemvParams& p, cudaStream_t stream, bool pdl) {
+// The GEMV kernel serving p, as a callable's argument: f(kernel). Loads in flight per lane: 4 x kUnits weight loads
+// of 16 bytes (+ 4 x kColTiles x kUnits x loads), twice with two batches. One column tile takes batches of 2 or 4
+// units, or two batches of 2 (the host picks, see fp8_linear.cpp); two column tiles take one unit, to bound
+// registers.
+template <typename T, bool kBlockScale, class F>
+auto with_gemv_kernel(const kernels::Fp8GemvParams& p, F&& f) {
+  using kernels::fp8_weight_only_gemv_kernel;
   if (p.m <= kernels::kFp8GemvColTileRows) {
-    if (p.units_in_flight >= 4) return launch_gemv_typed<T, 1, 4, kBlockScale>(p, stream, pdl);
-    return launch_gemv_typed<T, 1, 2, kBlockScale>(p, stream, pdl);
+    if (p.two_batches) return f(fp8_weight_only_gemv_kernel<T, 1, kernels::kFp8GemvTwoBatchUnits, kBlockScale, true>);
+    if (p.units_in_flight >= 4) return f(fp8_weight_only_gemv_kernel<T, 1, 4, kBlockScale>);
+    return f(fp8_weight_only_gemv_kernel<T, 1, 2, kBlockScale>);
   }
-  return launch_gemv_typed<T, 2, 1, kBlockScale>(p, stream, pdl);
+  return f(fp8_weight_only_gemv_kernel<T, 2, 1, kBlockScale>);
 }
 
-template <typename T>
-cudaError_t launch_gemv_for_scales(const kernels::Fp8GemvParams& p, cudaStream_t stream, bool pdl) {
-  if (p.scale_kind == static_cast<int>(kernels::Fp8ScaleKind::kBlock))
-    return launch_gemv_for_m<T, true>(p, stream, pdl);
-  return launch_gemv_for_m<T, false>(p, stream, pdl);
+template <class F>
+auto with_gemv_kernel(DenseType dtype, const kernels::Fp8GemvParams& p, F&& f) {
+  return with_dense_type<false>(dtype, [&]<typename T>() {
+    if (p.scale_kind == static_cast<int>(kernels::Fp8ScaleKind::kBlock)) return with_gemv_kernel<T, true>(p, f);
+    return with_gemv_kernel<T, false>(p, f);
+  });
 }
 
 template <typename T>
@@ -156,7 +152,39 @@ cudaError_t launch_amax_typed(const void* x, int64_t count, float* partials, int
 
 cudaError_t launch_fp8_weight_only_gemv(DenseType dtype, const kernels::Fp8GemvParams& p, cudaStream_t stream, bool pdl) {
   if (p.m < 1 || p.m > kernels::kFp8GemvMaxM || p.k % 16 != 0 || p.n < 1) return cudaErrorInvalidValue;
-  return with_dense_type<false>(dtype, [&]<typename T>() { return launch_gemv_for_scales<T>(p, stream, pdl); });
+  const dim3 grid(static_cast<unsigned>((p.n + kernels::kFp8GemvTileRows - 1) / kernels::kFp8GemvTileRows),
+                  static_cast<unsigned>(p.split_k.splits), 1);
+  const kernels::LaunchOptions options{.pdl = pdl, .cluster_y = kernels::cluster_height(p.split_k)};
+  return with_gemv_kernel(dtype, p, [&](auto kernel) {
+    return kernels::launch_kernel(kernel, grid, dim3(kernels::kFp8GemvWarps * 32, 1, 1), 0, stream, options, p);
+  });
+}
+
+int fp8_weight_only_gemv_blocks_per_sm(DenseType dtype, const kernels::Fp8GemvParams& p) {
+  // Asked once per kernel and device (the same kernel may meet GPUs of different sizes in one process).
+  static std::mutex mutex;
+  static std::map<std::pair<const void*, int>, int> cache;
+  int blocks = 1;
+  const cudaError_t e = with_gemv_kernel(dtype, p, [&](auto kernel) {
+    int device = 0;
+    if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
+    const std::lock_guard lock(mutex);
+    const auto key = std::make_pair(reinterpret_cast<const void*>(kernel), device);
+    if (const auto it = cache.find(key); it != cache.end()) {
+      blocks = it->second;
+      return cudaSuccess;
+    }
+    if (cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kernels::kFp8GemvWarps * 32, 0);
+        e != cudaSuccess)
+      return e;
+    blocks = cache[key] = std::max(blocks, 1);
+    return cudaSuccess;
+  });
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 1;
+  }
+  return blocks;
 }
 
 int fp8_amax_blocks(const void* x, int64_t count, int sm_count) {

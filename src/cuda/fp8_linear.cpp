@@ -75,28 +75,54 @@ int gemv_units_in_flight(const Context::CudaResources& res, int tiles, int units
   return per_warp >= kGemvLongWarpUnits || tiles * splits <= 2 * res.sm_count ? 4 : 2;
 }
 
-void run_weight_only(Context::CudaResources& res, const Fp8LinearArgs& a, cudaStream_t stream) {
+// Two batches of 2 units in flight per warp where every warp of a split has at least two, unless the kernel's fewer
+// resident blocks per SM (two, against three for single batches of 2 units) make the launch take more waves of
+// blocks. Same-run A/Bs on an H200 (s15, bf16, M = 1 and 8, per-tensor and block scales): 1.05-1.24x where it
+// takes the place of four-unit batches (o, down of 8B; gate_up of 70B-TP8) and 1.11-1.24x on the down of 70B-TP8
+// (512 tiles: two waves either way); where it would add waves, 0.87-0.99x on the qkv of 8B (384 tiles: one wave of
+// three blocks per SM, two of two) and 0.96-0.98x on its gate_up (1792 tiles: 5 waves against 7).
+bool gemv_two_batches(const Context::CudaResources& res, DType dtype, const kernels::Fp8GemvParams& p, int tiles) {
+  const int per_warp = (p.units_per_split + kernels::kFp8GemvWarps - 1) / kernels::kFp8GemvWarps;
+  if (p.m > kernels::kFp8GemvColTileRows || per_warp < 2 * kernels::kFp8GemvTwoBatchUnits) return false;
+  kernels::Fp8GemvParams two = p;
+  two.two_batches = 1;
+  const int64_t blocks = int64_t{tiles} * p.split_k.splits;
+  const auto waves = [&](const kernels::Fp8GemvParams& q) {
+    const int64_t resident = int64_t{fp8_weight_only_gemv_blocks_per_sm(dense_type(dtype), q)} * res.sm_count;
+    return (blocks + resident - 1) / resident;
+  };
+  return waves(two) <= waves(p);
+}
+
+// The GEMV's launch for `a` (which weight_only_refusal takes).
+kernels::Fp8GemvParams gemv_params(const Context::CudaResources& res, const Fp8LinearArgs& a) {
   const int tiles = static_cast<int>((a.n + kernels::kFp8GemvTileRows - 1) / kernels::kFp8GemvTileRows);
   const int units = static_cast<int>((a.k + kernels::kFp8GemvUnitK - 1) / kernels::kFp8GemvUnitK);
   // Each warp of a split still with a whole unit to stream.
   const GemvSplit split =
       plan_gemv_split(res, gemv_splits_wanted(res, tiles, units, kernels::kFp8GemvWarps), units, a.m, a.n);
-  const kernels::Fp8GemvParams p{.x = a.x,
-                                 .w = static_cast<const uint8_t*>(a.w),
-                                 .w_scale = a.w_scale,
-                                 .bias = a.bias,
-                                 .y = a.y,
-                                 .split_k = split.split_k,
-                                 .m = static_cast<int>(a.m),
-                                 .n = static_cast<int>(a.n),
-                                 .k = static_cast<int>(a.k),
-                                 .scale_kind = static_cast<int>(a.scale_kind),
-                                 .scale_ld = static_cast<int>(a.scale_ld),
-                                 .block_n = static_cast<int>(a.block_n),
-                                 .block_k = static_cast<int>(a.block_k),
-                                 .units_per_split = split.per_split,
-                                 .units_in_flight = gemv_units_in_flight(res, tiles, units, split.split_k.splits)};
-  TPQ_CUDA_CHECK(launch_fp8_weight_only_gemv(dense_type(a.dtype), p, stream, pdl_enabled(res)));
+  kernels::Fp8GemvParams p{.x = a.x,
+                           .w = static_cast<const uint8_t*>(a.w),
+                           .w_scale = a.w_scale,
+                           .bias = a.bias,
+                           .y = a.y,
+                           .split_k = split.split_k,
+                           .m = static_cast<int>(a.m),
+                           .n = static_cast<int>(a.n),
+                           .k = static_cast<int>(a.k),
+                           .scale_kind = static_cast<int>(a.scale_kind),
+                           .scale_ld = static_cast<int>(a.scale_ld),
+                           .block_n = static_cast<int>(a.block_n),
+                           .block_k = static_cast<int>(a.block_k),
+                           .units_per_split = split.per_split,
+                           .units_in_flight = gemv_units_in_flight(res, tiles, units, split.split_k.splits),
+                           .two_batches = 0};
+  p.two_batches = gemv_two_batches(res, a.dtype, p, tiles);
+  return p;
+}
+
+void run_weight_only(Context::CudaResources& res, const Fp8LinearArgs& a, cudaStream_t stream) {
+  TPQ_CUDA_CHECK(launch_fp8_weight_only_gemv(dense_type(a.dtype), gemv_params(res, a), stream, pdl_enabled(res)));
 }
 
 // --- Path 2: activations quantized, cuBLASLt FP8 GEMM.
@@ -452,6 +478,15 @@ Fp8ScaledGemm cuda_fp8_scaled_gemm_plan(const Context& ctx, const Fp8LinearArgs&
   const auto plan = scaled_plan(ctx, res, a, &why);
   if (!plan) return Fp8ScaledGemm::kNone;
   return plan->own_block_gemm ? Fp8ScaledGemm::kTpqBlock : Fp8ScaledGemm::kCublasLt;
+}
+
+Fp8GemvKernel cuda_fp8_gemv_kernel(const Context& ctx, const Fp8LinearArgs& a) {
+  const Context::CudaResources& res = cuda_resources_of(ctx, "fp8 linear");
+  if (weight_only_refusal(a) != nullptr) return Fp8GemvKernel::kNone;
+  const kernels::Fp8GemvParams p = gemv_params(res, a);
+  if (p.m > kernels::kFp8GemvColTileRows) return Fp8GemvKernel::kTwoColumnTiles;
+  if (p.two_batches) return Fp8GemvKernel::kTwoBatches;
+  return p.units_in_flight >= 4 ? Fp8GemvKernel::kFourUnits : Fp8GemvKernel::kTwoUnits;
 }
 
 Fp8Path cuda_fp8_auto_path(const Context& ctx, const Fp8LinearArgs& a) {

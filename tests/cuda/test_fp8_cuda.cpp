@@ -251,14 +251,20 @@ std::vector<Fp8Case> all_cases() {
       cases.push_back({K::kRow, A::kDynamicToken, false, dt, m, 136, 272, Fp8Path::kWeightOnly, false});
       cases.push_back({K::kBlock, A::kDynamicGroup, false, dt, m, 320, 400, Fp8Path::kWeightOnly, m == 1});
     }
-  // Several batches per warp, both batch sizes (as the host picks them on a 132-SM GPU such as the H200; one with
-  // more SMs would take four-unit batches for the 272-tile cases too). The shapes above give each warp one unit.
-  //  - two-unit batches (272 tiles > 2 blocks per SM, 3 units per warp: one full and one half batch), a K tail;
+  // Several batches per warp, every batch kernel (as the host picks them on a 132-SM GPU such as the H200, checked by
+  // Fp8CudaPlan below; the shapes above give each warp one unit):
+  //  - batches of two units (272 tiles > 2 blocks per SM, 3 units per warp: one full and one half batch), a K tail;
   cases.push_back({K::kTensor, A::kDynamicTensor, false, DType::BF16, 1, 4352, 3056, Fp8Path::kWeightOnly, true});
   cases.push_back({K::kBlock, A::kDynamicGroup, false, DType::F16, 6, 4352, 3072, Fp8Path::kWeightOnly, false});
-  //  - four-unit batches (144 tiles, 5 units per warp: a full batch, then one unit of the next), a K tail;
-  cases.push_back({K::kTensor, A::kDynamicTensor, false, DType::F16, 1, 2304, 5120, Fp8Path::kWeightOnly, false});
-  cases.push_back({K::kBlock, A::kDynamicGroup, false, DType::BF16, 3, 2304, 5056, Fp8Path::kWeightOnly, true});
+  //  - batches of four units (144 tiles, 3 units per warp: one batch with a unit past the range), a K tail;
+  cases.push_back({K::kTensor, A::kDynamicTensor, false, DType::F16, 1, 2304, 3056, Fp8Path::kWeightOnly, false});
+  cases.push_back({K::kBlock, A::kDynamicGroup, false, DType::BF16, 3, 2304, 3072, Fp8Path::kWeightOnly, true});
+  //  - two batches of two units in flight: 13 units per warp (6 whole batches: two turns of the loop and the last
+  //    pair, then one unit; the last warp 5 units, its last one the K tail); 12 (6 batches, nothing left); 5 (one
+  //    pair, then one unit);
+  cases.push_back({K::kTensor, A::kDynamicTensor, false, DType::BF16, 1, 2304, 12304, Fp8Path::kWeightOnly, true});
+  cases.push_back({K::kBlock, A::kDynamicGroup, false, DType::F16, 5, 2304, 12288, Fp8Path::kWeightOnly, false});
+  cases.push_back({K::kRow, A::kDynamicToken, false, DType::BF16, 8, 2304, 5120, Fp8Path::kWeightOnly, true});
   //  - one-unit batches of two column tiles (M > 8), two per warp.
   cases.push_back({K::kRow, A::kDynamicToken, false, DType::BF16, 16, 2304, 2048, Fp8Path::kWeightOnly, false});
   // Split-K: 3 output tiles over 32 units of K.
@@ -594,6 +600,61 @@ TEST_F(Fp8CudaErrors, ForcedPathsThatCannotRunAreUnsupported) {
     EXPECT_NE(std::string(e.what()).find("weight-only"), std::string::npos) << e.what();
   }
   TPQ_TEST_CUDA(cudaStreamSynchronize(stream.get()));
+}
+
+// Which GEMV kernel the host picks, on a 132-SM sm_90 GPU (H100 SXM, H200): two batches in flight wherever each warp
+// has two whole batches and their two blocks per SM take no more waves than three of the single two-unit batches do.
+// The expectations are the measured choices (fp8_linear.cpp, gemv_two_batches); other GPUs skip.
+TEST(Fp8CudaPlan, GemvKernelsByShape) {
+  int device = 0, sms = 0;
+  TPQ_TEST_CUDA(cudaGetDevice(&device));
+  TPQ_TEST_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  int major = 0;
+  TPQ_TEST_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  if (major != 9 || sms != 132) GTEST_SKIP() << "the expectations are for a 132-SM sm_90 GPU";
+  Stream stream;
+  const Context ctx = Context::cuda(device, stream.get());
+  using G = detail::Fp8GemvKernel;
+  struct Want {
+    DType dtype;
+    Fp8ScaleKind kind;
+    int64_t m, n, k;
+    G kernel;
+  };
+  const Want wants[] = {
+      // The correctness cases above.
+      {DType::BF16, Fp8ScaleKind::kTensor, 1, 4352, 3056, G::kTwoUnits},
+      {DType::F16, Fp8ScaleKind::kBlock, 6, 4352, 3072, G::kTwoUnits},
+      {DType::F16, Fp8ScaleKind::kTensor, 1, 2304, 3056, G::kFourUnits},
+      {DType::BF16, Fp8ScaleKind::kBlock, 3, 2304, 3072, G::kFourUnits},
+      {DType::BF16, Fp8ScaleKind::kTensor, 1, 2304, 12304, G::kTwoBatches},
+      {DType::F16, Fp8ScaleKind::kBlock, 5, 2304, 12288, G::kTwoBatches},
+      {DType::BF16, Fp8ScaleKind::kRow, 8, 2304, 5120, G::kTwoBatches},
+      {DType::BF16, Fp8ScaleKind::kRow, 16, 2304, 2048, G::kTwoColumnTiles},
+      // Llama-3 8B and 70B-TP8 at M = 1 (benchmarks/results/README.md, fifteenth session).
+      {DType::BF16, Fp8ScaleKind::kTensor, 1, 6144, 4096, G::kTwoUnits},    // qkv: 384 tiles, 1 wave against 2
+      {DType::BF16, Fp8ScaleKind::kTensor, 1, 4096, 4096, G::kTwoBatches},  // o
+      {DType::BF16, Fp8ScaleKind::kTensor, 1, 28672, 4096, G::kTwoUnits},   // gate_up: 5 waves against 7
+      {DType::BF16, Fp8ScaleKind::kBlock, 1, 4096, 14336, G::kTwoBatches},  // down
+      {DType::BF16, Fp8ScaleKind::kTensor, 1, 7168, 8192, G::kTwoBatches},
+      {DType::BF16, Fp8ScaleKind::kTensor, 1, 8192, 3584, G::kTwoBatches},  // 512 tiles: 2 waves either way
+      // Not the GEMV's.
+      {DType::BF16, Fp8ScaleKind::kTensor, 17, 4096, 4096, G::kNone},
+      {DType::BF16, Fp8ScaleKind::kTensor, 1, 4096, 4104, G::kNone},
+  };
+  for (const Want& w : wants) {
+    detail::Fp8LinearArgs args;
+    args.dtype = w.dtype;
+    args.m = w.m;
+    args.n = w.n;
+    args.k = w.k;
+    args.x = args.w = reinterpret_cast<const void*>(uintptr_t{256});
+    args.scale_kind = w.kind;
+    args.w_scale = reinterpret_cast<const float*>(uintptr_t{256});
+    args.scale_ld = w.kind == Fp8ScaleKind::kBlock ? (w.k + 127) / 128 : 0;
+    EXPECT_EQ(static_cast<int>(detail::cuda_fp8_gemv_kernel(ctx, args)), static_cast<int>(w.kernel))
+        << dtype_name(w.dtype) << " " << fp8_scale_kind_name(w.kind) << " m " << w.m << " n " << w.n << " k " << w.k;
+  }
 }
 
 bool is_sm90(int device) {

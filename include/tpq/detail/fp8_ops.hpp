@@ -45,6 +45,12 @@ void cuda_fp8_quantize_activations(const Context& ctx, DType dtype, const void* 
 enum class Fp8ScaledGemm { kNone, kCublasLt, kTpqBlock };
 Fp8ScaledGemm cuda_fp8_scaled_gemm_plan(const Context& ctx, const Fp8LinearArgs& args);
 
+// Which weight-only GEMV kernel kWeightOnly launches for `args` on ctx's GPU (tests, benchmarks): none (the path
+// cannot run them), one batch of 2 or 4 units of 128 K in flight per warp, two batches of
+// kernels::kFp8GemvTwoBatchUnits, or one unit of two column tiles (M > 8). Pointers are read for alignment only.
+enum class Fp8GemvKernel { kNone, kTwoUnits, kFourUnits, kTwoBatches, kTwoColumnTiles };
+Fp8GemvKernel cuda_fp8_gemv_kernel(const Context& ctx, const Fp8LinearArgs& args);
+
 // The path kAuto picks before asking cuBLASLt (which may still refuse, sending the call to kDequantGemm).
 Fp8Path cuda_fp8_auto_path(const Context& ctx, const Fp8LinearArgs& args);
 
