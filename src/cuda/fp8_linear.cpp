@@ -1,7 +1,7 @@
 // cuda_fp8_linear (tpq/detail/fp8_ops.hpp): y = x · Wᵀ (+ bias) with W stored as e4m3 and its scales.
 //
 // Three paths, chosen per call on the host, with no device synchronization; scratch comes from the context.
-//  1. Weight-only GEMV (m <= kFp8WeightOnlyMaxM): streams the FP8 weight once, x stays bf16/f16
+//  1. Weight-only GEMV (m <= kFp8WeightOnlyMaxM, or kFp8WeightOnlyMaxMPerTensor: fp8_ops.hpp): streams the FP8 weight once, x stays bf16/f16
 //     (kernels/fp8/weight_only_gemv.cuh). Works on every GPU the dense GEMV does (sm_80+).
 //  2. Scaled GEMM: quantize x (kernels/fp8/act_quant.cuh), then cuBLASLt e4m3 x e4m3 -> bf16/f16 with the scales
 //     in the descriptor. Per-tensor weights and per-tensor activations: scalar scales (sm_89+), fast accumulation
@@ -491,7 +491,10 @@ Fp8GemvKernel cuda_fp8_gemv_kernel(const Context& ctx, const Fp8LinearArgs& a) {
 
 Fp8Path cuda_fp8_auto_path(const Context& ctx, const Fp8LinearArgs& a) {
   const Context::CudaResources& res = cuda_resources_of(ctx, "fp8 linear");
-  if (a.m <= kFp8WeightOnlyMaxM && weight_only_refusal(a) == nullptr) return Fp8Path::kWeightOnly;
+  const bool per_tensor = a.scale_kind == Fp8ScaleKind::kTensor && (a.act.scheme == Fp8ActScheme::kDynamicTensor ||
+                                                                    a.act.scheme == Fp8ActScheme::kStaticTensor);
+  const int64_t gemv_max_m = per_tensor ? kFp8WeightOnlyMaxMPerTensor : kFp8WeightOnlyMaxM;
+  if (a.m <= gemv_max_m && weight_only_refusal(a) == nullptr) return Fp8Path::kWeightOnly;
   const char* why = nullptr;
   if (scaled_plan(ctx, res, a, &why)) return Fp8Path::kScaledGemm;
   return Fp8Path::kDequantGemm;
@@ -514,7 +517,8 @@ void cuda_fp8_quantize_activations(const Context& ctx, DType dtype, const void* 
 }
 
 void cuda_fp8_linear(const Context& ctx, const Fp8LinearArgs& a, Fp8Path path) {
-  static_assert(kFp8WeightOnlyMaxM <= kernels::kFp8GemvMaxM, "the GEMV takes at most 16 rows");
+  static_assert(kFp8WeightOnlyMaxM <= kernels::kFp8GemvMaxM && kFp8WeightOnlyMaxMPerTensor <= kFp8WeightOnlyMaxM,
+                "the GEMV takes at most 16 rows");
   TPQ_CHECK(a.m >= 0 && a.n >= 0 && a.k >= 0, kShape, "fp8 linear: negative size m={} n={} k={}", a.m, a.n, a.k);
   if (a.m == 0 || a.n == 0) return;
   TPQ_CHECK(a.y != nullptr && (a.k == 0 || (a.x != nullptr && a.w != nullptr && a.w_scale != nullptr)),

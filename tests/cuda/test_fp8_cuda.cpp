@@ -321,8 +321,9 @@ std::vector<Fp8Case> all_cases() {
     cases.push_back({K::kRow, A::kNone, false, DType::F16, m, 136, 100, Fp8Path::kDequantGemm, false});
     cases.push_back({K::kBlock, A::kDynamicGroup, false, DType::F32, m, 320, 400, Fp8Path::kDequantGemm, m == 64});
   }
-  // kAuto: whatever it picks must match that path's reference.
-  for (int64_t m : {1, 7, 64, 1000}) {
+  // kAuto: whatever it picks must match that path's reference (M = 12: the scaled GEMM for per-tensor scales, the
+  // GEMV for the others).
+  for (int64_t m : {1, 7, 12, 64, 1000}) {
     cases.push_back({K::kTensor, A::kDynamicTensor, false, DType::BF16, m, 200, 400, Fp8Path::kAuto, false});
     cases.push_back({K::kBlock, A::kDynamicGroup, false, DType::BF16, m, 256, 384, Fp8Path::kAuto, true});
     cases.push_back({K::kRow, A::kNone, false, DType::BF16, m, 136, 272, Fp8Path::kAuto, false});
@@ -654,6 +655,52 @@ TEST(Fp8CudaPlan, GemvKernelsByShape) {
     args.scale_ld = w.kind == Fp8ScaleKind::kBlock ? (w.k + 127) / 128 : 0;
     EXPECT_EQ(static_cast<int>(detail::cuda_fp8_gemv_kernel(ctx, args)), static_cast<int>(w.kernel))
         << dtype_name(w.dtype) << " " << fp8_scale_kind_name(w.kind) << " m " << w.m << " n " << w.n << " k " << w.k;
+  }
+}
+
+// kAuto's GEMV threshold (fp8_ops.hpp): per-tensor weights with per-tensor activations leave the GEMV above M = 8
+// where the FP8 tensor cores can take them; block scales, per-token activations and weight-only layers keep it to 16.
+TEST(Fp8CudaPlan, AutoPathByRowsAndScales) {
+  int device = 0, major = 0, minor = 0;
+  TPQ_TEST_CUDA(cudaGetDevice(&device));
+  TPQ_TEST_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  TPQ_TEST_CUDA(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  if (major != 9 || minor != 0) GTEST_SKIP() << "the scaled GEMM's block and vector scales are planned on sm_90";
+  Stream stream;
+  const Context ctx = Context::cuda(device, stream.get());
+  using A = Fp8ActScheme;
+  using P = Fp8Path;
+  struct Want {
+    Fp8ScaleKind kind;
+    A act;
+    int64_t m;
+    P path;
+  };
+  const Want wants[] = {
+      {Fp8ScaleKind::kTensor, A::kDynamicTensor, 8, P::kWeightOnly},
+      {Fp8ScaleKind::kTensor, A::kDynamicTensor, 9, P::kScaledGemm},
+      {Fp8ScaleKind::kTensor, A::kStaticTensor, 1, P::kWeightOnly},
+      {Fp8ScaleKind::kTensor, A::kStaticTensor, 16, P::kScaledGemm},
+      {Fp8ScaleKind::kTensor, A::kDynamicToken, 16, P::kWeightOnly},
+      {Fp8ScaleKind::kTensor, A::kNone, 16, P::kWeightOnly},
+      {Fp8ScaleKind::kBlock, A::kDynamicGroup, 16, P::kWeightOnly},
+      {Fp8ScaleKind::kBlock, A::kDynamicGroup, 17, P::kScaledGemm},
+      {Fp8ScaleKind::kRow, A::kDynamicToken, 16, P::kWeightOnly},
+      {Fp8ScaleKind::kTensor, A::kNone, 17, P::kDequantGemm},
+  };
+  for (const Want& w : wants) {
+    detail::Fp8LinearArgs args;
+    args.m = w.m;
+    args.n = 4096;
+    args.k = 4096;
+    args.x = args.w = reinterpret_cast<const void*>(uintptr_t{256});
+    args.scale_kind = w.kind;
+    args.w_scale = args.w_scale_rows = args.w_scale_lt = args.input_scale = reinterpret_cast<const float*>(uintptr_t{256});
+    args.scale_ld = 32;
+    args.act.scheme = w.act;
+    args.act.group = 128;
+    EXPECT_EQ(detail::cuda_fp8_auto_path(ctx, args), w.path)
+        << fp8_scale_kind_name(w.kind) << " " << fp8_act_scheme_name(w.act) << " m " << w.m;
   }
 }
 

@@ -10,8 +10,17 @@
 namespace tpq::detail {
 
 // Up to this many rows of x, kAuto streams the FP8 weight through the weight-only GEMV instead of quantizing the
-// activations for cuBLASLt. The GEMV takes at most 16; the crossover is to be measured on each GPU.
+// activations for cuBLASLt (the GEMV takes at most 16). Measured on an H200 (fifteenth session, bf16, Llama-3 8B
+// and 70B-TP8 shapes, the GEMV against the scaled GEMM at M 2..16; benchmarks/results/README.md):
+//  - per-tensor weights with per-tensor activations (dynamic or static): the GEMV up to M = 8 (1.0-3.5x faster
+//    than the scaled GEMM there); at M 9..16 cuBLASLt's FP8 GEMM is 1.13-1.56x faster on the large layers (8B
+//    gate_up and down, 70B-TP8 gate_up and down) and 0.73-1.06x on the small ones (qkv, o); over the four 8B layers
+//    of a block, 1.17x (dynamic) and 1.29x (static) at M = 16;
+//  - 128 x 128 block scales: the GEMV at every M up to 16 (the block-scaled GEMM 0.29-0.98x at M <= 12, 0.51-1.08x
+//    at 16);
+//  - per-row weights or per-token activations: not measured, the GEMV up to 16.
 inline constexpr int64_t kFp8WeightOnlyMaxM = 16;
+inline constexpr int64_t kFp8WeightOnlyMaxMPerTensor = 8;
 
 struct Fp8LinearArgs {
   DType dtype = DType::BF16;     // x, y and bias: BF16 or F16 (F32 only through kDequantGemm)
@@ -30,7 +39,7 @@ struct Fp8LinearArgs {
 };
 
 // y = x · Wᵀ (+ bias) on ctx's stream, no device synchronization, scratch from ctx. kAuto: the weight-only GEMV for
-// m <= kFp8WeightOnlyMaxM, else the scaled GEMM where the GPU and cuBLASLt take it, else dequantize + dense GEMM.
+// m up to kFp8WeightOnlyMaxM (kFp8WeightOnlyMaxMPerTensor for per-tensor weights and activations), else the scaled GEMM where the GPU and cuBLASLt take it, else dequantize + dense GEMM.
 // A forced path that cannot run these arguments on this GPU is kUnsupported, naming why.
 void cuda_fp8_linear(const Context& ctx, const Fp8LinearArgs& args, Fp8Path path = Fp8Path::kAuto);
 
