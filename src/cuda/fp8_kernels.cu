@@ -19,6 +19,7 @@
 #include "kernels/fp8/weight_only_gemv.cuh"
 #include "src/cuda/dense_dispatch.cuh"
 #include "src/cuda/fp8_kernels.hpp"
+#include "src/cuda/occupancy.hpp"
 
 namespace tpq::detail {
 
@@ -161,29 +162,11 @@ cudaError_t launch_fp8_weight_only_gemv(DenseType dtype, const kernels::Fp8GemvP
 }
 
 int fp8_weight_only_gemv_blocks_per_sm(DenseType dtype, const kernels::Fp8GemvParams& p) {
-  // Asked once per kernel and device (the same kernel may meet GPUs of different sizes in one process).
-  static std::mutex mutex;
-  static std::map<std::pair<const void*, int>, int> cache;
   int blocks = 1;
-  const cudaError_t e = with_gemv_kernel(dtype, p, [&](auto kernel) {
-    int device = 0;
-    if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
-    const std::lock_guard lock(mutex);
-    const auto key = std::make_pair(reinterpret_cast<const void*>(kernel), device);
-    if (const auto it = cache.find(key); it != cache.end()) {
-      blocks = it->second;
-      return cudaSuccess;
-    }
-    if (cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kernels::kFp8GemvWarps * 32, 0);
-        e != cudaSuccess)
-      return e;
-    blocks = cache[key] = std::max(blocks, 1);
+  (void)with_gemv_kernel(dtype, p, [&](auto kernel) {
+    blocks = resident_blocks_per_sm(reinterpret_cast<const void*>(kernel), kernels::kFp8GemvWarps * 32);
     return cudaSuccess;
   });
-  if (e != cudaSuccess) {
-    (void)cudaGetLastError();
-    return 1;
-  }
   return blocks;
 }
 

@@ -14,6 +14,7 @@
 #include "kernels/common/woq_gemv.cuh"
 #include "kernels/gptq/kernel_traits.cuh"
 #include "src/cuda/dense_dispatch.cuh"
+#include "src/cuda/occupancy.hpp"
 #include "src/cuda/woq_kernels.hpp"
 
 namespace tpq::detail {
@@ -55,19 +56,11 @@ auto gemv_kernel() {
   }
 }
 
-// Resident blocks per SM of one instantiation, asked once.
+// Resident blocks per SM of one instantiation.
 template <int kBits, typename T, int kColTiles, bool kGrouped, int kQuads>
 int blocks_per_sm() {
-  static const int blocks = [] {
-    int b = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, gemv_kernel<kBits, T, kColTiles, kGrouped, kQuads>(),
-                                                      kernels::kWoqWarps * 32, 0) != cudaSuccess) {
-      (void)cudaGetLastError();
-      b = 1;
-    }
-    return b > 0 ? b : 1;
-  }();
-  return blocks;
+  return resident_blocks_per_sm(reinterpret_cast<const void*>(gemv_kernel<kBits, T, kColTiles, kGrouped, kQuads>()),
+                                kernels::kWoqWarps * 32);
 }
 
 // Which grouped GEMV kernel serves p: kPerBatch where every batch lies in one group (groups of whole batches,
