@@ -674,6 +674,11 @@ detail::WoqGemvKernel detail::cuda_gptq_gemv_kernel(const Context& ctx, const Qu
   const GptqLinear& gptq = cuda_gptq_layer(layer, "cuda_gptq_gemv_kernel");
   return woq_gemv_kernel(ctx, gptq.dtype(), device_view(gptq.weights()), m);
 }
+
+int detail::cuda_gptq_gemv_block_cols(const Context& ctx, const QuantMethod& layer, int64_t m) {
+  const GptqLinear& gptq = cuda_gptq_layer(layer, "cuda_gptq_gemv_block_cols");
+  return woq_gemv_block_cols(ctx, gptq.dtype(), device_view(gptq.weights()), m);
+}
 #endif
 
 void GptqLinear::forward_into(const Tensor& x, Tensor& y, const Context& ctx) const {

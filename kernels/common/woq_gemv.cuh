@@ -5,10 +5,11 @@
 //
 // The shape follows the dense GEMV (dense_gemv.cuh): at small M the time is the time to stream the packed weight,
 // so the kernel is built around its loads.
-//  - A block owns a tile of 32 output columns (the grouped kernel at M <= 8: one or two such quads,
-//    the host's choice); its 8 warps split K. Lane (g, t) owns columns 4g..4g+3 of each quad and, per step, block
-//    of codes 4·step + t: one 16-byte load per packed word reads that block for its 4 columns, and a warp's load
-//    covers 4 blocks × 32 columns = 4 full 128-byte lines. Two quads share each step's activations and Σx MMAs.
+//  - A warp owns a quad of 32 output columns over a range of K. A block's 8 warps split K over one quad, or (the
+//    grouped kernel, kColWarps 2, 4 or 8, the host's choice where 32-column blocks exceed a wave) stand side by
+//    side over kColWarps quads and split K kWoqWarps / kColWarps ways. Lane (g, t) owns columns 4g..4g+3 of its
+//    warp's quad and, per step, block of codes 4·step + t: one 16-byte load per packed word reads that block for
+//    its 4 columns, and a warp's load covers 4 blocks × 32 columns = 4 full 128-byte lines.
 //  - Many steps of loads are in flight per lane (the general kernel: kUnroll steps issued before the first is used;
 //    the grouped one: batches of kSteps steps). The weights, zero points, scales and group indices are constant
 //    during a forward, so the first of them are requested before the programmatic-dependent-launch wait.
@@ -42,7 +43,9 @@
 // M = 1 and 7–15 % at M = 16, each about half. The permutes went with the GEMV order of the words (kAdjacentPairs:
 // 3–6 % at M = 1, 4–8 % at M = 16, benchmarks/results/README.md). s9: two quads per block where 32-column blocks
 // take more than a wave (llama8b gate_up 1.05–1.16x at M <= 8), two-way split-K in a cluster (o and down
-// 1.02–1.15x); two quads with split-K, or splits in several waves, measured slower (s9 results file).
+// 1.02–1.15x); two quads with split-K, or splits in several waves, measured slower (s9 results file). s16: warps
+// side by side over columns instead of two quads per warp (1.06–1.15x on gate_up at M 1–16); forced onto shapes
+// whose 32-column blocks fit in a wave, 0.31–0.93x (more splits of K, through global memory beyond two).
 #include <cstdint>
 
 #include "kernels/common/float_convert.cuh"
@@ -132,13 +135,14 @@ struct StepGroups {
 };
 
 // What both GEMVs derive from the launch before their loops: the lane's place in the MMA fragments (g, t), its 4
-// columns in each of the tile's kQuads 32-column quads (clamped to the last 4 past n: real memory, results never
-// stored), its x rows (clamped to the last row past m likewise), and the warp's range of steps [begin, end) within
-// the block's split of K (starting at multiples of kAlign steps after the split's start).
-template <typename T, int kCodes, int kColTiles, int kQuads = 1, int kAlign = 1>
+// columns in its warp's quad (clamped to the last 4 past n: real memory, results never stored), its x rows (clamped
+// to the last row past m likewise), and the warp's range of steps [begin, end) within the block's split of K
+// (starting at multiples of kAlign steps after the split's start).
+template <typename T, int kCodes, int kColTiles, int kAlign = 1, int kColWarps = 1>
 struct LaneWork {
+  static constexpr int kSlices = kWoqWarps / kColWarps;  // warps that split K over the same columns
   int lane, warp, g, t;
-  int64_t col[kQuads];
+  int64_t col;
   const T* x_row[kColTiles];
   int blocks, begin, end;
 
@@ -147,9 +151,8 @@ struct LaneWork {
     warp = threadIdx.x >> 5;
     g = lane >> 2;
     t = lane & 3;
-#pragma unroll
-    for (int q = 0; q < kQuads; ++q)
-      col[q] = min(static_cast<int>(blockIdx.x) * kWoqTileCols * kQuads + kWoqTileCols * q + 4 * g, p.n - 4);
+    // Warp w takes quad w % kColWarps of the block's and K slice w / kColWarps of the block's split.
+    col = min((static_cast<int>(blockIdx.x) * kColWarps + warp % kColWarps) * kWoqTileCols + 4 * g, p.n - 4);
     const T* x = static_cast<const T*>(p.x);
 #pragma unroll
     for (int j = 0; j < kColTiles; ++j) x_row[j] = x + static_cast<int64_t>(min(j * 8 + g, p.m - 1)) * p.rows;
@@ -158,52 +161,50 @@ struct LaneWork {
     const int split_begin = blockIdx.y * p.steps_per_split;
     const int split_end = min(steps, split_begin + p.steps_per_split);
     // Warp ranges start at multiples of kAlign steps after the split's start.
-    const int per_warp = (split_end - split_begin + kWoqWarps * kAlign - 1) / (kWoqWarps * kAlign) * kAlign;
-    begin = split_begin + warp * per_warp;
+    const int per_warp = (split_end - split_begin + kSlices * kAlign - 1) / (kSlices * kAlign) * kAlign;
+    begin = split_begin + warp / kColWarps * per_warp;
     end = min(split_end, begin + per_warp);
   }
 };
 
-// The end of both GEMVs: sum the warps' K ranges (and the split-K blocks'), add the bias, store. acc[q][j][tr][e]:
-// quad q, column tile j, C fragment value e of row tile tr.
-template <typename T, int kColTiles, int kQuads>
-__device__ __forceinline__ void finish(const float (&acc)[kQuads][kColTiles][2][4], const WoqGemvParams& p) {
+// The end of both GEMVs: sum the warps' K ranges (and the split-K blocks'), add the bias, store. acc[j][tr][e]:
+// column tile j, C fragment value e of row tile tr.
+template <typename T, int kColTiles, int kColWarps = 1>
+__device__ __forceinline__ void finish(const float (&acc)[kColTiles][2][4], const WoqGemvParams& p) {
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int tile = blockIdx.x;
   const int m = p.m, n = p.n;
   // Layout [warp][value][lane] keeps both the writes and the reads conflict-free.
-  constexpr int kQuadValues = kColTiles * 8;
-  constexpr int kValues = kQuads * kQuadValues;
+  constexpr int kValues = kColTiles * 8;
   __shared__ float red[kWoqWarps][kValues][32];
 #pragma unroll
-  for (int q = 0; q < kQuads; ++q) {
+  for (int j = 0; j < kColTiles; ++j) {
 #pragma unroll
-    for (int j = 0; j < kColTiles; ++j) {
+    for (int tr = 0; tr < 2; ++tr) {
 #pragma unroll
-      for (int tr = 0; tr < 2; ++tr) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) red[warp][q * kQuadValues + j * 8 + tr * 4 + e][lane] = acc[q][j][tr][e];
-      }
+      for (int e = 0; e < 4; ++e) red[warp][j * 8 + tr * 4 + e][lane] = acc[j][tr][e];
     }
   }
   __syncthreads();
 
-  // Thread i finishes values (i / 32) + kWoqWarps·r of lane i % 32.
-  constexpr int kPerThread = kValues / kWoqWarps;
-  static_assert(kValues % kWoqWarps == 0, "every thread finishes the same number of values");
+  // Thread i finishes values (i / 32) + kWoqWarps·r of lane i % 32, out of the kValues of each of the kColWarps
+  // quads (value c·kValues + vi: quad c, summed over the warps c + kColWarps·slice).
+  constexpr int kPerThread = kColWarps * kValues / kWoqWarps;
+  static_assert(kColWarps * kValues % kWoqWarps == 0, "every thread finishes the same number of values");
   float v[kPerThread];
   int out_n[kPerThread], out_m[kPerThread];
   bool active[kPerThread];
 #pragma unroll
   for (int r = 0; r < kPerThread; ++r) {
-    const int vi = (threadIdx.x >> 5) + kWoqWarps * r, vl = threadIdx.x & 31;
+    const int cv = (threadIdx.x >> 5) + kWoqWarps * r, vl = threadIdx.x & 31;
+    const int c = cv / kValues, vi = cv % kValues;
     v[r] = 0.0f;
 #pragma unroll
-    for (int wi = 0; wi < kWoqWarps; ++wi) v[r] += red[wi][vi][vl];
-    const int q = vi / kQuadValues, j = (vi % kQuadValues) >> 3, tr = (vi >> 2) & 1, e = vi & 3;
+    for (int wi = c; wi < kWoqWarps; wi += kColWarps) v[r] += red[wi][vi][vl];
+    const int j = vi >> 3, tr = (vi >> 2) & 1, e = vi & 3;
     // rows g / g+8 of the A fragment = columns 2tr / 2tr+1 of the lane's 4
-    out_n[r] = (tile * kQuads + q) * kWoqTileCols + 4 * (vl >> 2) + 2 * tr + (e >> 1);
+    out_n[r] = (tile * kColWarps + c) * kWoqTileCols + 4 * (vl >> 2) + 2 * tr + (e >> 1);
     out_m[r] = j * 8 + 2 * (vl & 3) + (e & 1);
     active[r] = out_n[r] < n && out_m[r] < m;
   }
@@ -218,9 +219,8 @@ __device__ __forceinline__ void finish(const float (&acc)[kQuads][kColTiles][2][
 }
 
 // The grouped GEMV's sums: codes enter the MMA as they are (MagicPlanes), zero points and scales are applied to
-// the f32 sums once per group (y += s · (Σ x·(q + c) − (c + z) · Σ x), Σ x from one more MMA against ones, shared
-// by the tile's kQuads column quads).
-template <class Traits, typename T, int kColTiles, int kQuads>
+// the f32 sums once per group (y += s · (Σ x·(q + c) − (c + z) · Σ x), Σ x from one more MMA against ones).
+template <class Traits, typename T, int kColTiles>
 struct GroupedSums {
   using Planes = MagicPlanes<T, Traits::kBits>;
   static constexpr int kCodes = Traits::kCodes;
@@ -228,12 +228,12 @@ struct GroupedSums {
   static constexpr int kXRegs = kCodes / 2;
   static constexpr int kPlanes = Planes::kPlanes;
 
-  float acc[kQuads][kColTiles][2][4] = {};
-  float gacc[kPlanes][kQuads][kColTiles][2][4] = {};
+  float acc[kColTiles][2][4] = {};
+  float gacc[kPlanes][kColTiles][2][4] = {};
   float xsum[kColTiles][4] = {};
   int group = -1;
-  uint32_t group_zeros[kQuads] = {};
-  uint2 group_scales[kQuads] = {};
+  uint32_t group_zeros = 0;
+  uint2 group_scales = {};
 
   // Applies the finished group, then starts the next from zero.
   __device__ __forceinline__ void flush() {
@@ -241,32 +241,29 @@ struct GroupedSums {
   }
 
   // Applies sums that all lie in one group, whose packed zero points and scales are given, then starts from zero.
-  __device__ __forceinline__ void flush(const uint32_t (&zeros)[kQuads], const uint2 (&scales)[kQuads]) {
+  __device__ __forceinline__ void flush(uint32_t zeros, uint2 scales) {
+    float sc[4], zc[4];
 #pragma unroll
-    for (int qd = 0; qd < kQuads; ++qd) {
-      float sc[4], zc[4];
+    for (int c = 0; c < 4; ++c) {
+      sc[c] = half_to_float<T>(c < 2 ? scales.x : scales.y, c & 1);
+      // Zero point c as the float 2^23 + z (its byte under the exponent bits of 2^23), then offset: both exact.
+      zc[c] = __uint_as_float(__byte_perm(zeros, 0x4B000000u, 0x7650u + c)) - (8388608.0f - Planes::kOffset);
+    }
 #pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        sc[c] = half_to_float<T>(c < 2 ? scales[qd].x : scales[qd].y, c & 1);
-        // Zero point c as the float 2^23 + z (its byte under the exponent bits of 2^23), then offset: both exact.
-        zc[c] = __uint_as_float(__byte_perm(zeros[qd], 0x4B000000u, 0x7650u + c)) - (8388608.0f - Planes::kOffset);
-      }
+    for (int j = 0; j < kColTiles; ++j) {
 #pragma unroll
-      for (int j = 0; j < kColTiles; ++j) {
+      for (int tr = 0; tr < 2; ++tr) {
 #pragma unroll
-        for (int tr = 0; tr < 2; ++tr) {
+        for (int e = 0; e < 4; ++e) {
+          const int c = 2 * tr + (e >> 1);
+          float planes[kPlanes];
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int c = 2 * tr + (e >> 1);
-            float planes[kPlanes];
-#pragma unroll
-            for (int pl = 0; pl < kPlanes; ++pl) {
-              planes[pl] = gacc[pl][qd][j][tr][e];
-              gacc[pl][qd][j][tr][e] = 0.0f;
-            }
-            const float dot = fmaf(-zc[c], xsum[j][e & 1], Planes::combine(planes));
-            acc[qd][j][tr][e] = fmaf(sc[c], dot, acc[qd][j][tr][e]);
+          for (int pl = 0; pl < kPlanes; ++pl) {
+            planes[pl] = gacc[pl][j][tr][e];
+            gacc[pl][j][tr][e] = 0.0f;
           }
+          const float dot = fmaf(-zc[c], xsum[j][e & 1], Planes::combine(planes));
+          acc[j][tr][e] = fmaf(sc[c], dot, acc[j][tr][e]);
         }
       }
     }
@@ -277,25 +274,23 @@ struct GroupedSums {
     }
   }
 
-  // One step (4 blocks × 32 columns per quad) of group `step_group`: switch groups if needed (warp-uniform;
-  // meta(quad, group, zeros, scales) gives the new group's packed zero points and scales), decode, MMA.
+  // One step (4 blocks × 32 columns) of group `step_group`: switch groups if needed (warp-uniform; meta(group, zeros,
+  // scales) gives the new group's packed zero points and scales), decode, MMA.
   template <class MetaOf>
-  __device__ __forceinline__ void step(int step_group, const MetaOf& meta, const uint4 (&raw)[kQuads][kWords],
+  __device__ __forceinline__ void step(int step_group, const MetaOf& meta, const uint4 (&raw)[kWords],
                                        const uint32_t (&xr)[kColTiles][kXRegs]) {
     if (step_group != group) {
       flush();
       group = step_group;
-#pragma unroll
-      for (int qd = 0; qd < kQuads; ++qd) meta(qd, group, group_zeros[qd], group_scales[qd]);
+      meta(group, group_zeros, group_scales);
     }
     mma(raw, xr);
   }
 
   // One step's MMAs into the current group's sums.
-  __device__ __forceinline__ void mma(const uint4 (&raw)[kQuads][kWords], const uint32_t (&xr)[kColTiles][kXRegs]) {
-    uint32_t words[kQuads][4][kWords];
-#pragma unroll
-    for (int qd = 0; qd < kQuads; ++qd) split_words(raw[qd], words[qd]);
+  __device__ __forceinline__ void mma(const uint4 (&raw)[kWords], const uint32_t (&xr)[kColTiles][kXRegs]) {
+    uint32_t words[4][kWords];
+    split_words(raw, words);
 #pragma unroll
     for (int q = 0; q < kCodes / 4; ++q) {
       const int p0 = 2 * q, p1 = 2 * q + 1;
@@ -305,22 +300,18 @@ struct GroupedSums {
       for (int j = 0; j < kColTiles; ++j)
         mma_m16n8k16<T>(xsum[j], Planes::kOnes, Planes::kOnes, Planes::kOnes, Planes::kOnes, b0[j], b1[j]);
 #pragma unroll
-      for (int qd = 0; qd < kQuads; ++qd) {
+      for (int tr = 0; tr < 2; ++tr) {
+        const int lo = 2 * tr, hi = 2 * tr + 1;
+        const uint32_t pair_lo0 = Traits::pair_field(words[lo], p0);
+        const uint32_t pair_hi0 = Traits::pair_field(words[hi], p0);
+        const uint32_t pair_lo1 = Traits::pair_field(words[lo], p1);
+        const uint32_t pair_hi1 = Traits::pair_field(words[hi], p1);
 #pragma unroll
-        for (int tr = 0; tr < 2; ++tr) {
-          const int lo = 2 * tr, hi = 2 * tr + 1;
-          const uint32_t pair_lo0 = Traits::pair_field(words[qd][lo], p0);
-          const uint32_t pair_hi0 = Traits::pair_field(words[qd][hi], p0);
-          const uint32_t pair_lo1 = Traits::pair_field(words[qd][lo], p1);
-          const uint32_t pair_hi1 = Traits::pair_field(words[qd][hi], p1);
+        for (int pl = 0; pl < kPlanes; ++pl) {
+          const uint32_t a0 = Planes::plane(pair_lo0, pl), a1 = Planes::plane(pair_hi0, pl);
+          const uint32_t a2 = Planes::plane(pair_lo1, pl), a3 = Planes::plane(pair_hi1, pl);
 #pragma unroll
-          for (int pl = 0; pl < kPlanes; ++pl) {
-            const uint32_t a0 = Planes::plane(pair_lo0, pl), a1 = Planes::plane(pair_hi0, pl);
-            const uint32_t a2 = Planes::plane(pair_lo1, pl), a3 = Planes::plane(pair_hi1, pl);
-#pragma unroll
-            for (int j = 0; j < kColTiles; ++j)
-              mma_m16n8k16<T>(gacc[pl][qd][j][tr], a0, a1, a2, a3, b0[j], b1[j]);
-          }
+          for (int j = 0; j < kColTiles; ++j) mma_m16n8k16<T>(gacc[pl][j][tr], a0, a1, a2, a3, b0[j], b1[j]);
         }
       }
     }
@@ -340,12 +331,12 @@ __global__ void __launch_bounds__(kWoqWarps * 32) woq_gemv_kernel(const WoqGemvP
   const woq_detail::LaneWork<T, kCodes, kColTiles> lw(p);
   const int t = lw.t;
   const int n = p.n;
-  const int64_t col = lw.col[0];
+  const int64_t col = lw.col;
   const T* const(&x_row)[kColTiles] = lw.x_row;
   const T* scales = static_cast<const T*>(p.scales);
   const int blocks = lw.blocks, begin = lw.begin, end = lw.end;
 
-  float acc[1][kColTiles][2][4] = {};
+  float acc[kColTiles][2][4] = {};
   bool waited = false;
 
   for (int s = begin; s < end; s += kUnroll) {
@@ -400,14 +391,14 @@ __global__ void __launch_bounds__(kWoqWarps * 32) woq_gemv_kernel(const WoqGemvP
           const uint32_t a2 = Decoder::apply(Traits::pair_bits(words[lo], p1), cols[u][lo]);
           const uint32_t a3 = Decoder::apply(Traits::pair_bits(words[hi], p1), cols[u][hi]);
 #pragma unroll
-          for (int j = 0; j < kColTiles; ++j) mma_m16n8k16<T>(acc[0][j][tr], a0, a1, a2, a3, b0[j], b1[j]);
+          for (int j = 0; j < kColTiles; ++j) mma_m16n8k16<T>(acc[j][tr], a0, a1, a2, a3, b0[j], b1[j]);
         }
       }
     }
   }
   if (!waited) pdl_wait();  // warps with no steps still write outputs below
 
-  woq_detail::finish<T, kColTiles, 1>(acc, p);
+  woq_detail::finish<T, kColTiles>(acc, p);
 }
 
 // The grouped GEMV: the same tiles, loads and MMAs, with fewer instructions per weight, which is what bounds the
@@ -415,8 +406,9 @@ __global__ void __launch_bounds__(kWoqWarps * 32) woq_gemv_kernel(const WoqGemvP
 //  - The codes enter the MMA as they are, offset by a constant (MagicPlanes: one LOP3 per two weights, plus a shift
 //    per word); zero points and scales are applied to the f32 sums once per group: y += s · (Σ x·(q + c) −
 //    (c + z) · Σ x), with Σ x from one more MMA against ones.
-//  - kQuads 32-column quads per block (1 or 2): the second quad's words, zero points and scales are loaded beside
-//    the first's; both use the step's activations and its Σx.
+//  - kColWarps warps side by side over columns (1, 2, 4 or 8 quads per block), the others splitting K: fewer,
+//    longer blocks where 32-column ones would take several waves (s16; s9-s15 had two quads per warp there, each
+//    warp's activations and Σx serving both: 0.91-0.94x of this on llama8b gate_up at M = 1 and 8).
 //  - Batches of kSteps steps (weights, activations, act-order groups; kPerBatch: zero points and scales) loaded
 //    together, then computed. Whole batches run without predicates on pointers that advance by a constant stride;
 //    only a warp's last, partial batch checks every step.
@@ -428,7 +420,7 @@ __global__ void __launch_bounds__(kWoqWarps * 32) woq_gemv_kernel(const WoqGemvP
 //    with no branch inside a batch ptxas keeps the two on separate scoreboards (scripts/sass_scoreboards.py).
 //  - The warp asks L1 for the zero points and scales of its first kPrefetchGroups groups at its start, before the
 //    programmatic-dependent-launch wait.
-template <class Traits, typename T, int kColTiles, int kQuads, int kSteps, WoqGroups kGroups>
+template <class Traits, typename T, int kColTiles, int kSteps, WoqGroups kGroups, int kColWarps>
 __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8) / kWoqWarps)  // 16 warps/SM (3-bit 8)
     woq_gemv_grouped_kernel(const WoqGemvParams p) {
   constexpr int kCodes = Traits::kCodes;
@@ -440,20 +432,16 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
   constexpr bool kPerBatch = kGroups == WoqGroups::kPerBatch;
   pdl_launch_dependents();
 
-  const woq_detail::LaneWork<T, kCodes, kColTiles, kQuads, kPerBatch ? kSteps : 1> lw(p);
+  const woq_detail::LaneWork<T, kCodes, kColTiles, kPerBatch ? kSteps : 1, kColWarps> lw(p);
   const int t = lw.t;
   const int n = p.n;
-  const int64_t col = lw.col[0];
+  const int64_t col = lw.col;
   const T* const(&x_row)[kColTiles] = lw.x_row;
   const T* scales = static_cast<const T*>(p.scales);
   const int blocks = lw.blocks, begin = lw.begin, end = lw.end;
   const int full_end = min(end, blocks >> 2);  // steps whose 4 blocks all exist
-  // Quad q's columns start quad_off[q] columns after quad 0's (32, or less where the tile is clamped at n).
-  int quad_off[kQuads];
-#pragma unroll
-  for (int q = 0; q < kQuads; ++q) quad_off[q] = static_cast<int>(lw.col[q] - col);
 
-  // Word w of the lane's block in step s, quad q: qweight + ((4s + t) · kWords + w) · n + col + quad_off[q].
+  // Word w of the lane's block in step s: qweight + ((4s + t) · kWords + w) · n + col.
   const uint32_t* w_lane = p.qweight + static_cast<int64_t>(t) * kWords * n + col;
   const int64_t w_step = static_cast<int64_t>(4) * kWords * n;
 
@@ -463,23 +451,23 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
   const T* scales_lane = scales + col;
   const auto meta_at = [&](int gi) { return gi * n; };
 
-  woq_detail::GroupedSums<Traits, T, kColTiles, kQuads> sums;
-  const auto load_meta = [&](int q, int gi, uint32_t& zeros, uint2& group_scales) {
-    zeros = __ldg(reinterpret_cast<const uint32_t*>(zeros_lane + meta_at(gi) + quad_off[q]));
-    group_scales = __ldg(reinterpret_cast<const uint2*>(scales_lane + meta_at(gi) + quad_off[q]));
+  woq_detail::GroupedSums<Traits, T, kColTiles> sums;
+  const auto load_meta = [&](int gi, uint32_t& zeros, uint2& group_scales) {
+    zeros = __ldg(reinterpret_cast<const uint32_t*>(zeros_lane + meta_at(gi)));
+    group_scales = __ldg(reinterpret_cast<const uint2*>(scales_lane + meta_at(gi)));
   };
-  const auto compute = [&](int step, int act_group, const uint4 (&raw)[kQuads][kWords],
+  const auto compute = [&](int step, int act_group, const uint4 (&raw)[kWords],
                            const uint32_t (&xr)[kColTiles][kXRegs]) {
     sums.step(kActOrder ? act_group : group_of_step(step), load_meta, raw, xr);
   };
 
   // What one batch holds in registers between its loads and its compute.
   struct Batch {
-    uint4 raw[kSteps][kQuads][kWords];
+    uint4 raw[kSteps][kWords];
     uint32_t xr[kSteps][kColTiles][kXRegs];
-    int group[kSteps];      // kActOrder only
-    uint32_t zeros[kQuads];  // kPerBatch only: the batch's group's
-    uint2 scales[kQuads];
+    int group[kSteps];  // kActOrder only
+    uint32_t zeros;     // kPerBatch only: the batch's group's
+    uint2 scales;
   };
   // A whole batch (every block of every step exists) starting at step s: weights (kPerBatch: and the group's zero
   // points and scales), then (after the wait) activations and groups.
@@ -488,15 +476,9 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
 #pragma unroll
     for (int u = 0; u < kSteps; ++u) {
 #pragma unroll
-      for (int q = 0; q < kQuads; ++q) {
-#pragma unroll
-        for (int w = 0; w < kWords; ++w) b.raw[u][q][w] = load_stream_16(wp + u * w_step + w * n + quad_off[q]);
-      }
+      for (int w = 0; w < kWords; ++w) b.raw[u][w] = load_stream_16(wp + u * w_step + w * n);
     }
-    if constexpr (kPerBatch) {
-#pragma unroll
-      for (int q = 0; q < kQuads; ++q) load_meta(q, group_of_step(s), b.zeros[q], b.scales[q]);
-    }
+    if constexpr (kPerBatch) load_meta(group_of_step(s), b.zeros, b.scales);
   };
   const auto load_rest = [&](Batch& b, int s) {
     const int64_t k0 = (static_cast<int64_t>(s) * 4 + t) * kCodes;
@@ -522,8 +504,7 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
   const int batches = full_end > begin ? (full_end - begin) / kSteps : 0;
   Batch ba;
   if (batches > 0) load_weights(ba, s);
-  // The meta of the warp's first groups into L1 (groups are monotone in the step); quad 0's lines hold the other
-  // quads' too where rows of zero points (bytes) and scales (2 bytes) start at multiples of 64 columns.
+  // The meta of the warp's first groups into L1 (groups are monotone in the step).
   if (begin < end) {
     const int first = group_of_step(begin);
     const int last = min(group_of_step(end - 1), first + kPrefetchGroups - 1);
@@ -575,11 +556,8 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
       const int64_t block = static_cast<int64_t>(s + u) * 4 + t;
       ok[u] = (s + u < end) && block < blocks;
 #pragma unroll
-      for (int q = 0; q < kQuads; ++q) {
-#pragma unroll
-        for (int w = 0; w < kWords; ++w)
-          b.raw[u][q][w] = load_stream_16_if(Traits::word(p.qweight, n, ok[u] ? block : 0, w, lw.col[q]), ok[u]);
-      }
+      for (int w = 0; w < kWords; ++w)
+        b.raw[u][w] = load_stream_16_if(Traits::word(p.qweight, n, ok[u] ? block : 0, w, col), ok[u]);
 #pragma unroll
       for (int j = 0; j < kColTiles; ++j) woq_detail::load_x<kCodes>(b.xr[u][j], x_row[j], block * kCodes, ok[u]);
       if constexpr (kActOrder) b.group[u] = s + u < end ? group_of_step(s + u) : 0;
@@ -592,7 +570,7 @@ __global__ void __launch_bounds__(kWoqWarps * 32, (Traits::kWords == 1 ? 16 : 8)
   }
   sums.flush();
 
-  woq_detail::finish<T, kColTiles, kQuads>(sums.acc, p);
+  woq_detail::finish<T, kColTiles, kColWarps>(sums.acc, p);
 }
 
 }  // namespace tpq::kernels

@@ -8,8 +8,9 @@
 
 namespace tpq::kernels {
 
-// GEMV: one block = 8 warps that split K over one tile of 32 output columns (or two such quads); lane (g, t) owns
-// columns 4g..4g+3 of each quad and, per step, block of codes 4·step + t of its warp's K range.
+// GEMV: one block = 8 warps that split K over one quad of 32 output columns, or (col_warps 2, 4, 8) stand side by
+// side over col_warps quads and split K 8 / col_warps ways; lane (g, t) owns columns 4g..4g+3 of its warp's quad
+// and, per step, block of codes 4·step + t of its warp's K range.
 inline constexpr int kWoqWarps = 8;  // 4 measured slower on the H200 (70B shapes 25% vs 43% at M = 1)
 inline constexpr int kWoqTileCols = 32;
 
@@ -28,7 +29,7 @@ struct WoqGemvParams {
   int group_size;
   int group_shift;      // log2(group_size) when a power of two, else -1
   int steps_per_split;  // steps (4 blocks of codes each) that one blockIdx.y covers
-  int quads;            // 32-column quads per block (blockIdx.x covers 32 · quads columns)
+  int col_warps = 1;    // GEMV: warps side by side over columns (blockIdx.x covers 32 · col_warps columns)
 };
 
 // How the grouped GEMV finds the group of its steps (every step of 4 blocks lies in one group):

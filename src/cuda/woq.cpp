@@ -100,7 +100,7 @@ int steps_of(const WoqWeights& w) {
 // The GEMV's and the GEMM's parameters for m rows of x against w, writing y: group_size is the rows when one group
 // covers them (group_shift 31).
 kernels::WoqGemvParams params_for(const WoqWeights& w, const void* x, const void* bias, void* y, int64_t m,
-                                  const kernels::SplitK& split_k, int steps_per_split, int quads) {
+                                  const kernels::SplitK& split_k, int steps_per_split, int col_warps) {
   return {.x = x,
           .qweight = w.qweight,
           .zeros = w.zeros,
@@ -115,7 +115,7 @@ kernels::WoqGemvParams params_for(const WoqWeights& w, const void* x, const void
           .group_size = static_cast<int>(std::min<int64_t>(w.group_size, w.rows)),
           .group_shift = w.group_size >= w.rows ? 31 : shift_of(w.group_size),
           .steps_per_split = steps_per_split,
-          .quads = quads};
+          .col_warps = col_warps};
 }
 
 // One GEMV launch: rows m0..m0 + mm of x (at most kWoqGemvPassRows) against w, writing those rows of y.
@@ -129,20 +129,30 @@ GemvPass plan_gemv_pass(const Context::CudaResources& res, DType dtype, const Wo
   const int steps = steps_of(w);
   const size_t es = dtype_size(dtype);
   const DenseType dense = dense_type(dtype);
-  // Two column quads per block (64 columns: every activation load and Σx MMA serves twice the weight bytes) when
-  // 32-column blocks would take more than one wave of resident blocks: fewer, longer blocks (s9, H200: llama8b
-  // gate_up 1.11x at M = 1). Where 32-column blocks fit in one wave, 64-column ones would need split-K to fill the
-  // GPU, and that measured slower (qkv 0.89x, 70B/TP8 down 0.89x, with cluster split-K).
-  const auto resident_for = [&](int quads) {
-    return res.sm_count * woq_gemv_blocks_per_sm(w.bits, dense, static_cast<int>(mm), grouped, quads);
+  // Where 32-column blocks take more than one wave of resident blocks: fewer, longer blocks, with as many warps
+  // side by side over columns (2, 4, 8) as bring the tiles within a wave (the others split K). s16, H200, 4-bit g128
+  // against s9-s15's two quads per warp at M <= 8 and 32-column blocks at M 9..16: llama8b gate_up 1.06 / 1.06 /
+  // 1.15x at M = 1 / 8 / 16 (8-bit 1.10 / 1.08 / 0.99x); at K 8192 the rule's choice for N 14336 (2 warps) and 28672
+  // (4) was the best of 2, 4 and 8 (1.02-1.12x), for N 57344 (8) 0.99x at M = 1 and 1.04x at M = 16 (2 warps: 0.97x,
+  // 1.10x). Where 32-column blocks fit in one wave, wider ones would need more splits of K to fill the GPU: 0.31-0.93x
+  // on every such Llama shape.
+  const int m_rows = static_cast<int>(mm);
+  const auto resident_for = [&](int col_warps) {
+    return res.sm_count * woq_gemv_blocks_per_sm(w.bits, dense, m_rows, grouped, col_warps);
   };
-  const auto tiles_for = [&](int quads) {
-    const int64_t cols = int64_t{kernels::kWoqTileCols} * quads;
+  const auto tiles_for = [&](int col_warps) {
+    const int64_t cols = int64_t{kernels::kWoqTileCols} * col_warps;
     return static_cast<int>((w.n + cols - 1) / cols);
   };
-  int quads = 1;
-  if (woq_gemv_max_quads(w.bits, static_cast<int>(mm), grouped) >= 2 && tiles_for(1) > resident_for(1)) quads = 2;
-  const int tiles = tiles_for(quads);
+  int col_warps = 1;
+  if (tiles_for(1) > resident_for(1)) {
+    for (int c = 2; c <= kernels::kWoqWarps && woq_gemv_col_warps_exist(w.bits, grouped, c); c *= 2) {
+      col_warps = c;
+      if (tiles_for(c) <= resident_for(c)) break;
+    }
+  }
+  const int slices = kernels::kWoqWarps / col_warps;
+  const int tiles = tiles_for(col_warps);
   // Split K across blocks when the tiles leave resident blocks free: as many splits as fit in one wave of
   // resident blocks, as long as every warp keeps at least one step and the context's split-K scratch (one counter
   // per tile, shared with the dense GEMV) covers the tiles (plan_gemv_split caps it to the scratch). More waves of
@@ -150,13 +160,13 @@ GemvPass plan_gemv_pass(const Context::CudaResources& res, DType dtype, const Wo
   // 0.78x, of no split in 32-column blocks): a block costs a load latency and a reduction however short its K.
   int wanted = 1;
   if (tiles <= res.gemv_max_tiles)
-    wanted = std::clamp(std::min(resident_for(quads) / tiles, steps / kernels::kWoqWarps), 1, kGemvMaxSplits);
+    wanted = std::clamp(std::min(resident_for(col_warps) / tiles, steps / slices), 1, kGemvMaxSplits);
   // Splits of whole batches, so that the grouped GEMV can keep two in flight (woq_gemv_batch_steps).
-  const int batch = grouped ? woq_gemv_batch_steps(w.bits, static_cast<int>(mm), quads) : 1;
+  const int batch = grouped ? woq_gemv_batch_steps(w.bits, m_rows) : 1;
   const GemvSplit split = plan_gemv_split(res, wanted, (steps + batch - 1) / batch, mm, w.n);
   return {.p = params_for(w, x != nullptr ? static_cast<const char*>(x) + m0 * w.rows * es : nullptr, bias,
                           y != nullptr ? static_cast<char*>(y) + m0 * w.n * es : nullptr, mm, split.split_k,
-                          split.per_split * batch, quads),
+                          split.per_split * batch, col_warps),
           .grouped = grouped};
 }
 
@@ -184,7 +194,7 @@ void launch_gemm(Context::CudaResources& res, DType dtype, const WoqWeights& w, 
   // The context's scratch (sized for these splits) and counters; never a cluster.
   const GemvSplit split = plan_gemv_split(res, wanted, stages, m, w.n, /*clusters=*/false);
   const kernels::WoqGemvParams p =
-      params_for(w, x, bias, y, m, split.split_k, split.per_split * stage_steps, kernels::kWoqGemmQuads);
+      params_for(w, x, bias, y, m, split.split_k, split.per_split * stage_steps, /*col_warps=*/1);
   TPQ_CUDA_CHECK(launch_woq_gemm(w.bits, dense_type(dtype), p, stream, pdl_enabled(res)));
 }
 
@@ -259,13 +269,24 @@ WoqPath woq_path(const Context& ctx, DType dtype, const WoqWeights& w, int64_t m
   return plan(cuda_resources_of(ctx, "quantized linear"), dtype, w, nullptr, m);
 }
 
-WoqGemvKernel woq_gemv_kernel(const Context& ctx, DType dtype, const WoqWeights& w, int64_t m) {
+namespace {
+// The GEMV launch of the first kWoqGemvPassRows of m rows (error: m rows do not run the GEMV).
+GemvPass first_gemv_pass(const Context& ctx, DType dtype, const WoqWeights& w, int64_t m, const char* what) {
   check_weights(w, "quantized linear");
   const Context::CudaResources& res = cuda_resources_of(ctx, "quantized linear");
   TPQ_CHECK(m >= 1 && plan(res, dtype, w, nullptr, m) == WoqPath::kGemv, kInvalidArgument,
-            "woq_gemv_kernel: {} rows of a [{} -> {}] layer do not run the GEMV", m, w.k, w.n);
-  const GemvPass pass = plan_gemv_pass(res, dtype, w, nullptr, nullptr, nullptr, 0,
-                                       std::min<int64_t>(kWoqGemvPassRows, m));
+            "{}: {} rows of a [{} -> {}] layer do not run the GEMV", what, m, w.k, w.n);
+  return plan_gemv_pass(res, dtype, w, nullptr, nullptr, nullptr, 0, std::min<int64_t>(kWoqGemvPassRows, m));
+}
+}  // namespace
+
+int woq_gemv_block_cols(const Context& ctx, DType dtype, const WoqWeights& w, int64_t m) {
+  const GemvPass pass = first_gemv_pass(ctx, dtype, w, m, "woq_gemv_block_cols");
+  return kernels::kWoqTileCols * pass.p.col_warps;
+}
+
+WoqGemvKernel woq_gemv_kernel(const Context& ctx, DType dtype, const WoqWeights& w, int64_t m) {
+  const GemvPass pass = first_gemv_pass(ctx, dtype, w, m, "woq_gemv_kernel");
   if (!pass.grouped) return WoqGemvKernel::kGeneral;
   switch (woq_gemv_groups(w.bits, pass.p)) {
     case kernels::WoqGroups::kActOrder: return WoqGemvKernel::kGroupedActOrder;

@@ -29,47 +29,47 @@ constexpr int unroll_for(int bits, int col_tiles) {
 }
 
 // The grouped GEMV decodes with one LOP3 per pair. With one batch of steps in flight per lane (kPerStep,
-// kActOrder): 8 steps of one column quad and one column tile, halved for each doubling (two quads, two column
-// tiles); 4 for the 16-code 2-bit blocks, 2 for the 3-word 3-bit blocks; near 128 registers. With two (kPerBatch):
-// half of that each, so that one batch of one quad and one tile is 128 rows at every width (a g128 group).
-constexpr int grouped_steps_for(int bits, int col_tiles, int quads, bool two_batches) {
+// kActOrder): 8 steps of one column tile, halved for two column tiles; 4 for the 16-code 2-bit blocks, 2 for the
+// 3-word 3-bit blocks; near 128 registers. With two (kPerBatch): half of that each, so that one batch of one tile is
+// 128 rows at every width (a g128 group).
+constexpr int grouped_steps_for(int bits, int col_tiles, bool two_batches) {
   const int base = (bits == 3 ? 2 : bits == 2 ? 4 : 8) / (two_batches ? 2 : 1);
-  return base / (col_tiles * quads) > 0 ? base / (col_tiles * quads) : 1;
+  return base / col_tiles > 0 ? base / col_tiles : 1;
 }
 // The steps of a kPerBatch batch, or 0 where there is no kPerBatch kernel (s14, H200, against kPerStep): batches of
-// one step (3-bit, and 2-bit beyond one quad and one column tile) and 8-bit beyond one quad and one column tile (two
-// tiles 0.90-0.96x at M = 16, where ptxas spills; two quads 0.99x) stay with kPerStep.
-constexpr int per_batch_steps(int bits, int col_tiles, int quads) {
-  const int steps = grouped_steps_for(bits, col_tiles, quads, true);
-  return steps >= 2 && (bits != 8 || col_tiles * quads == 1) ? steps : 0;
+// one step (3-bit, and 2-bit with two column tiles) and 8-bit with two column tiles (0.90-0.96x at M = 16, where
+// ptxas spills) stay with kPerStep.
+constexpr int per_batch_steps(int bits, int col_tiles) {
+  const int steps = grouped_steps_for(bits, col_tiles, true);
+  return steps >= 2 && (bits != 8 || col_tiles == 1) ? steps : 0;
 }
 
-template <int kBits, typename T, int kColTiles, bool kGrouped, int kQuads = 1,
+template <int kBits, typename T, int kColTiles, bool kGrouped, int kColWarps = 1,
           kernels::WoqGroups kGroups = kernels::WoqGroups::kPerStep>
 auto gemv_kernel() {
   using Traits = kernels::gptq::KernelTraits<kBits>;
   if constexpr (kGrouped) {
-    constexpr int kSteps = grouped_steps_for(kBits, kColTiles, kQuads, kGroups == kernels::WoqGroups::kPerBatch);
-    return kernels::woq_gemv_grouped_kernel<Traits, T, kColTiles, kQuads, kSteps, kGroups>;
+    constexpr int kSteps = grouped_steps_for(kBits, kColTiles, kGroups == kernels::WoqGroups::kPerBatch);
+    return kernels::woq_gemv_grouped_kernel<Traits, T, kColTiles, kSteps, kGroups, kColWarps>;
   } else {
     return kernels::woq_gemv_kernel<Traits, T, kColTiles, unroll_for(kBits, kColTiles)>;
   }
 }
 
 // Resident blocks per SM of one instantiation.
-template <int kBits, typename T, int kColTiles, bool kGrouped, int kQuads>
+template <int kBits, typename T, int kColTiles, bool kGrouped, int kColWarps>
 int blocks_per_sm() {
-  return resident_blocks_per_sm(reinterpret_cast<const void*>(gemv_kernel<kBits, T, kColTiles, kGrouped, kQuads>()),
+  return resident_blocks_per_sm(reinterpret_cast<const void*>(gemv_kernel<kBits, T, kColTiles, kGrouped, kColWarps>()),
                                 kernels::kWoqWarps * 32);
 }
 
 // Which grouped GEMV kernel serves p: kPerBatch where every batch lies in one group (groups of whole batches,
 // group_shift 31 for one group) and the splits are whole batches.
-template <int kBits, int kColTiles, int kQuads>
+template <int kBits, int kColTiles>
 kernels::WoqGroups groups_for(const kernels::WoqGemvParams& p) {
   using kernels::WoqGroups;
   if (p.g_idx != nullptr) return WoqGroups::kActOrder;
-  constexpr int kBatchSteps = per_batch_steps(kBits, kColTiles, kQuads);
+  constexpr int kBatchSteps = per_batch_steps(kBits, kColTiles);
   if constexpr (kBatchSteps > 0) {
     constexpr int kBatchRows = kBatchSteps * 4 * kernels::gptq::KernelTraits<kBits>::kCodes;
     if (p.group_shift >= std::bit_width(unsigned{kBatchRows}) - 1 &&
@@ -79,9 +79,9 @@ kernels::WoqGroups groups_for(const kernels::WoqGemvParams& p) {
   return WoqGroups::kPerStep;
 }
 
-template <int kBits, typename T, int kColTiles, bool kGrouped, int kQuads>
+template <int kBits, typename T, int kColTiles, bool kGrouped, int kColWarps>
 cudaError_t launch_gemv_kernel(const kernels::WoqGemvParams& p, cudaStream_t stream, bool pdl) {
-  const int tile_cols = kernels::kWoqTileCols * kQuads;
+  const int tile_cols = kernels::kWoqTileCols * kColWarps;
   const dim3 grid(static_cast<unsigned>((p.n + tile_cols - 1) / tile_cols), static_cast<unsigned>(p.split_k.splits),
                   1);
   const kernels::LaunchOptions options{.pdl = pdl, .cluster_y = kernels::cluster_height(p.split_k)};
@@ -90,29 +90,36 @@ cudaError_t launch_gemv_kernel(const kernels::WoqGemvParams& p, cudaStream_t str
   };
   if constexpr (kGrouped) {
     using kernels::WoqGroups;
-    switch (groups_for<kBits, kColTiles, kQuads>(p)) {
+    switch (groups_for<kBits, kColTiles>(p)) {
       case WoqGroups::kActOrder:
-        return launch(gemv_kernel<kBits, T, kColTiles, true, kQuads, WoqGroups::kActOrder>());
+        return launch(gemv_kernel<kBits, T, kColTiles, true, kColWarps, WoqGroups::kActOrder>());
       case WoqGroups::kPerBatch:
-        if constexpr (per_batch_steps(kBits, kColTiles, kQuads) > 0)
-          return launch(gemv_kernel<kBits, T, kColTiles, true, kQuads, WoqGroups::kPerBatch>());
+        if constexpr (per_batch_steps(kBits, kColTiles) > 0)
+          return launch(gemv_kernel<kBits, T, kColTiles, true, kColWarps, WoqGroups::kPerBatch>());
         break;
       case WoqGroups::kPerStep: break;
     }
   }
-  return launch(gemv_kernel<kBits, T, kColTiles, kGrouped, kQuads>());
+  return launch(gemv_kernel<kBits, T, kColTiles, kGrouped, kColWarps>());
 }
 
-// Calls f.template operator()<kColTiles, kGrouped, kQuads>() for the instantiation that serves (m, grouped, quads);
-// quads as woq_gemv_max_quads allows (both callers check it first).
+// Calls f.template operator()<kColTiles, kGrouped, kColWarps>() for the instantiation that serves (m, grouped,
+// col_warps); col_warps as woq_gemv_col_warps_exist allows (the callers check it first).
 template <int kBits, class F>
-auto with_gemv_config(int m, bool grouped, int quads, F&& f) {
-  const bool two_tiles = m > 8;
-  if (!grouped) return two_tiles ? f.template operator()<2, false, 1>() : f.template operator()<1, false, 1>();
+auto with_gemv_config(int m, bool grouped, int col_warps, F&& f) {
+  const auto with_tiles = [&]<bool kGrouped, int kColWarps>() {
+    return m > 8 ? f.template operator()<2, kGrouped, kColWarps>() : f.template operator()<1, kGrouped, kColWarps>();
+  };
+  if (!grouped) return with_tiles.template operator()<false, 1>();
   if constexpr (kBits != 3) {
-    if (quads == 2) return f.template operator()<1, true, 2>();
+    switch (col_warps) {
+      case 2: return with_tiles.template operator()<true, 2>();
+      case 4: return with_tiles.template operator()<true, 4>();
+      case 8: return with_tiles.template operator()<true, 8>();
+      default: break;
+    }
   }
-  return two_tiles ? f.template operator()<2, true, 1>() : f.template operator()<1, true, 1>();
+  return with_tiles.template operator()<true, 1>();
 }
 
 // Calls f.template operator()<kBits>() for bits 2, 3, 4 and 8 (anything else: 8; callers check known_bits first).
@@ -130,17 +137,17 @@ template <typename T>
 cudaError_t launch_gemv_for_bits(int bits, const kernels::WoqGemvParams& p, bool grouped, cudaStream_t stream,
                                  bool pdl) {
   return with_bits(bits, [&]<int kBits>() {
-    return with_gemv_config<kBits>(p.m, grouped, p.quads, [&]<int kColTiles, bool kGrouped, int kQuads>() {
-      return launch_gemv_kernel<kBits, T, kColTiles, kGrouped, kQuads>(p, stream, pdl);
+    return with_gemv_config<kBits>(p.m, grouped, p.col_warps, [&]<int kColTiles, bool kGrouped, int kColWarps>() {
+      return launch_gemv_kernel<kBits, T, kColTiles, kGrouped, kColWarps>(p, stream, pdl);
     });
   });
 }
 
 template <typename T>
-int blocks_per_sm_for_bits(int bits, int m, bool grouped, int quads) {
+int blocks_per_sm_for_bits(int bits, int m, bool grouped, int col_warps) {
   return with_bits(bits, [&]<int kBits>() {
-    return with_gemv_config<kBits>(m, grouped, quads, [&]<int kColTiles, bool kGrouped, int kQuads>() {
-      return blocks_per_sm<kBits, T, kColTiles, kGrouped, kQuads>();
+    return with_gemv_config<kBits>(m, grouped, col_warps, [&]<int kColTiles, bool kGrouped, int kColWarps>() {
+      return blocks_per_sm<kBits, T, kColTiles, kGrouped, kColWarps>();
     });
   });
 }
@@ -148,9 +155,9 @@ int blocks_per_sm_for_bits(int bits, int m, bool grouped, int quads) {
 bool known_bits(int bits) { return bits == 2 || bits == 3 || bits == 4 || bits == 8; }
 
 template <int kBits>
-int batch_steps_for(int m, int quads) {
-  return with_gemv_config<kBits>(m, true, quads, [&]<int kColTiles, bool kGrouped, int kQuads>() {
-    return std::max(1, per_batch_steps(kBits, kColTiles, kQuads));
+int batch_steps_for(int m) {
+  return with_gemv_config<kBits>(m, true, 1, [&]<int kColTiles, bool, int>() {
+    return std::max(1, per_batch_steps(kBits, kColTiles));
   });
 }
 
@@ -201,44 +208,42 @@ cudaError_t launch_dequant_for_bits(int bits, const kernels::WoqDequantParams& p
 
 }  // namespace
 
-// Two quads only with one column tile (M <= 8). s12 had them at 4 bits up to M = 16 (1.07x on llama8b gate_up,
-// 8-bit 0.90x); s14: one quad with two batches in flight beats two quads with one-step batches there (1.05x at M 9
-// and 16, N 28672, K 4096). 3-bit blocks (three words) never have two quads.
-int woq_gemv_max_quads(int bits, int m, bool grouped) { return grouped && bits != 3 && m <= 8 ? 2 : 1; }
+bool woq_gemv_col_warps_exist(int bits, bool grouped, int col_warps) {
+  return col_warps == 1 || (bits != 3 && grouped && (col_warps == 2 || col_warps == 4 || col_warps == kernels::kWoqWarps));
+}
 
 namespace {
-// An instantiation exists for (bits, m, grouped, quads).
-bool gemv_config_exists(int bits, int m, bool grouped, int quads) {
-  return known_bits(bits) && m >= 1 && m <= kWoqGemvPassRows && quads >= 1 &&
-         quads <= woq_gemv_max_quads(bits, m, grouped);
+// An instantiation exists for (bits, m, grouped, col_warps).
+bool gemv_config_exists(int bits, int m, bool grouped, int col_warps) {
+  return known_bits(bits) && m >= 1 && m <= kWoqGemvPassRows && woq_gemv_col_warps_exist(bits, grouped, col_warps);
 }
 }  // namespace
 
-int woq_gemv_batch_steps(int bits, int m, int quads) {
-  if (!gemv_config_exists(bits, m, true, quads)) return 1;
-  return with_bits(bits, [&]<int kBits>() { return batch_steps_for<kBits>(m, quads); });
+int woq_gemv_batch_steps(int bits, int m) {
+  if (!gemv_config_exists(bits, m, true, 1)) return 1;
+  return with_bits(bits, [&]<int kBits>() { return batch_steps_for<kBits>(m); });
 }
 
 kernels::WoqGroups woq_gemv_groups(int bits, const kernels::WoqGemvParams& p) {
-  if (!gemv_config_exists(bits, p.m, true, p.quads)) return kernels::WoqGroups::kPerStep;
+  if (!gemv_config_exists(bits, p.m, true, 1)) return kernels::WoqGroups::kPerStep;
   return with_bits(bits, [&]<int kBits>() {
-    return with_gemv_config<kBits>(p.m, true, p.quads, [&]<int kColTiles, bool kGrouped, int kQuads>() {
-      return groups_for<kBits, kColTiles, kQuads>(p);
+    return with_gemv_config<kBits>(p.m, true, 1, [&]<int kColTiles, bool, int>() {
+      return groups_for<kBits, kColTiles>(p);
     });
   });
 }
 
 cudaError_t launch_woq_gemv(int bits, DenseType dtype, const kernels::WoqGemvParams& p, bool grouped,
                             cudaStream_t stream, bool pdl) {
-  if (!gemv_config_exists(bits, p.m, grouped, p.quads) || p.n < 4 || p.n % 4 != 0) return cudaErrorInvalidValue;
+  if (!gemv_config_exists(bits, p.m, grouped, p.col_warps) || p.n < 4 || p.n % 4 != 0) return cudaErrorInvalidValue;
   return with_dense_type<false>(dtype,
                                 [&]<typename T>() { return launch_gemv_for_bits<T>(bits, p, grouped, stream, pdl); });
 }
 
-int woq_gemv_blocks_per_sm(int bits, DenseType dtype, int m, bool grouped, int quads) {
-  if (!gemv_config_exists(bits, m, grouped, quads)) return 1;
-  return dtype == DenseType::kF16 ? blocks_per_sm_for_bits<__half>(bits, m, grouped, quads)
-                                  : blocks_per_sm_for_bits<__nv_bfloat16>(bits, m, grouped, quads);
+int woq_gemv_blocks_per_sm(int bits, DenseType dtype, int m, bool grouped, int col_warps) {
+  if (!gemv_config_exists(bits, m, grouped, col_warps)) return 1;
+  return dtype == DenseType::kF16 ? blocks_per_sm_for_bits<__half>(bits, m, grouped, col_warps)
+                                  : blocks_per_sm_for_bits<__nv_bfloat16>(bits, m, grouped, col_warps);
 }
 
 bool woq_gemm_prepare() {

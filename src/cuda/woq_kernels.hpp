@@ -12,23 +12,23 @@ namespace tpq::detail {
 // Rows of M one GEMV launch covers (two MMA column tiles of 8).
 inline constexpr int kWoqGemvPassRows = 16;
 
-// bits 2, 3, 4, 8; dtype kBF16 or kF16; 1 <= p.m <= kWoqGemvPassRows; 1 <= p.quads <= woq_gemv_max_quads.
+// bits 2, 3, 4, 8; dtype kBF16 or kF16; 1 <= p.m <= kWoqGemvPassRows; p.col_warps as woq_gemv_col_warps_exist.
 // `grouped`: the grouped GEMV (every step of 4 blocks of codes in one group), else the general one (every block in
 // one group). `pdl`: programmatic stream serialization.
 cudaError_t launch_woq_gemv(int bits, DenseType dtype, const kernels::WoqGemvParams& p, bool grouped,
                             cudaStream_t stream, bool pdl);
-// Column quads (32 columns each) per GEMV block that launch_woq_gemv takes for (bits, m, grouped): 2 for the
-// grouped GEMV at m <= 8 except 3-bit (three-word blocks), else 1.
-int woq_gemv_max_quads(int bits, int m, bool grouped);
-// Steps in a batch of the grouped GEMV's kPerBatch kernel for (bits, m, quads), 1 where it has none: where
+// Whether launch_woq_gemv takes col_warps warps side by side over columns (WoqGemvParams::col_warps) for (bits,
+// grouped): 1 always; 2, 4 and 8 for the grouped GEMV except 3-bit (three-word blocks).
+bool woq_gemv_col_warps_exist(int bits, bool grouped, int col_warps);
+// Steps in a batch of the grouped GEMV's kPerBatch kernel for (bits, m), 1 where it has none: where
 // p.steps_per_split is a multiple of it (or there is one split), there is no g_idx and every batch lies in one group,
 // launch_woq_gemv runs that kernel, which keeps two batches in flight per warp (kernels/common/woq_gemv.cuh).
-int woq_gemv_batch_steps(int bits, int m, int quads);
+int woq_gemv_batch_steps(int bits, int m);
 // The grouped GEMV kernel launch_woq_gemv(bits, .., p, grouped = true, ..) runs (kPerStep for a configuration
 // it does not take).
 kernels::WoqGroups woq_gemv_groups(int bits, const kernels::WoqGemvParams& p);
-// Blocks of the GEMV launch_woq_gemv would run for (bits, dtype, m, grouped, quads) that fit on one SM at once.
-int woq_gemv_blocks_per_sm(int bits, DenseType dtype, int m, bool grouped, int quads);
+// Blocks of the GEMV launch_woq_gemv would run for (bits, dtype, m, grouped, col_warps) that fit on one SM at once.
+int woq_gemv_blocks_per_sm(int bits, DenseType dtype, int m, bool grouped, int col_warps);
 // The mid-M GEMM (kernels/common/woq_gemm.cuh). woq_gemm_prepare() allows its shared memory on the current device
 // (at context creation, before any launch there; false: it cannot run). Its steps_per_split must be a multiple of
 // woq_gemm_stage_steps(bits).

@@ -32,6 +32,8 @@ void woq_linear(const Context& ctx, DType dtype, const WoqWeights& w, const void
 WoqPath woq_path(const Context& ctx, DType dtype, const WoqWeights& w, int64_t m);
 // The GEMV kernel woq_linear runs for the first kWoqGemvPassRows of m rows (error: m rows do not run the GEMV).
 WoqGemvKernel woq_gemv_kernel(const Context& ctx, DType dtype, const WoqWeights& w, int64_t m);
+// The output columns one block of that kernel covers.
+int woq_gemv_block_cols(const Context& ctx, DType dtype, const WoqWeights& w, int64_t m);
 // out[n, k] = W in `dtype`, on ctx's stream.
 void woq_dequantize(const Context& ctx, DType dtype, const WoqWeights& w, void* out);
 

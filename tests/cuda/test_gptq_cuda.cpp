@@ -358,13 +358,20 @@ const std::vector<Spec> kSpecs = {
     {4, 4096, 14336, 128, true, false, true, {1}},
     {4, 8192, 3584, 128, false, false, false, {1}},
     {8, 8192, 3584, 128, false, false, true, {1}},
-    // 64-column blocks (two quads; more 32-column tiles than one wave of resident blocks, s9) at M <= 8: 2, 4 and
-    // 8 bits, act-order, a last tile of 8 columns (its second quad wholly clamped), a whole batch and a partial one
-    // per warp; M 9..16 is back in 32-column blocks (s14).
+    // More 32-column tiles than one wave of resident blocks: on 132 SMs two warps side by side over columns (s16),
+    // at 2, 4 and 8 bits, M <= 8 and 9..16, act-order, a last block of 8 columns (its second warp's wholly clamped),
+    // a whole batch and a partial one per warp.
     {4, 8712, 1408, 128, false, false, true, {1, 5, 9, 16}},
     {4, 8712, 1408, 128, true, true, false, {1, 8, 13}},
     {8, 8712, 1408, 128, false, false, false, {1, 8, 9}},
     {2, 8712, 1408, 128, true, false, true, {3}},
+    // Warps side by side over columns (s16; where 32-column tiles exceed a wave: 2, 4 or 8 warps, on 132 SMs 2 for
+    // 8712 above, 4 and 8 here): a last block of 8 columns (the other warps' columns wholly clamped), M <= 8 and
+    // 9..16, split-K, 2, 4 and 8 bits, act-order.
+    {4, 28680, 1408, 128, false, false, true, {1, 9, 16}},
+    {4, 33800, 1024, 128, true, true, false, {1, 13}},
+    {8, 28680, 1408, 128, false, false, false, {1, 16}},
+    {2, 33800, 1024, 128, true, false, true, {5}},
     // Two batches in flight (s14): groups of two 128-row batches (each applied at its end, the same group's meta
     // twice); 64-row groups at M <= 8 (one step per group check, 128-row batches would straddle two) and at M 9..16
     // (64-row batches, in flight two at a time); several batches per warp without split-K.
@@ -424,8 +431,8 @@ TEST(GptqCudaPlan, GemvKernelsByGroupAndShape) {
       {{4, 4096, 4096, 128, true, false, false}, 1, WoqGemvKernel::kGroupedTwoBatches},   // o_proj (split-K)
       {{4, 4096, 4096, 128, true, false, false}, 16, WoqGemvKernel::kGroupedTwoBatches},  // two column tiles
       {{4, 512, 14336, 128, false, false, false}, 1, WoqGemvKernel::kGroupedTwoBatches},  // split-K, long K
-      {{4, 8712, 1408, 128, false, false, false}, 1, WoqGemvKernel::kGroupedTwoBatches},  // two quads
-      {{4, 8712, 1408, 128, false, false, false}, 16, WoqGemvKernel::kGroupedTwoBatches},  // one quad at M > 8
+      {{4, 8712, 1408, 128, false, false, false}, 1, WoqGemvKernel::kGroupedTwoBatches},  // warps over columns
+      {{4, 8712, 1408, 128, false, false, false}, 16, WoqGemvKernel::kGroupedTwoBatches},
       {{4, 1024, 2048, -1, true, false, false}, 1, WoqGemvKernel::kGroupedTwoBatches},   // one group
       {{4, 1024, 2048, 64, true, false, false}, 1, WoqGemvKernel::kGrouped},   // 64-row group < 128-row batch
       {{4, 1024, 2048, 64, true, false, false}, 9, WoqGemvKernel::kGroupedTwoBatches},   // 64-row batches
@@ -437,11 +444,37 @@ TEST(GptqCudaPlan, GemvKernelsByGroupAndShape) {
       {{8, 4096, 4096, 128, true, false, false}, 1, WoqGemvKernel::kGroupedTwoBatches},
       {{8, 1024, 4096, 64, true, false, false}, 1, WoqGemvKernel::kGroupedTwoBatches},   // 64-row batches at 8 bits
       {{8, 4096, 4096, 128, true, false, false}, 9, WoqGemvKernel::kGrouped},  // 8-bit: one quad, one tile only
-      {{8, 8712, 1408, 128, false, false, false}, 1, WoqGemvKernel::kGrouped},  // two quads
+      {{8, 8712, 1408, 128, false, false, false}, 1, WoqGemvKernel::kGroupedTwoBatches},  // warps over columns
+      {{8, 8712, 1408, 128, false, false, false}, 9, WoqGemvKernel::kGrouped},
       {{2, 256, 1408, 128, true, false, false}, 1, WoqGemvKernel::kGroupedTwoBatches},
       {{3, 352, 1408, 128, false, false, false}, 1, WoqGemvKernel::kGrouped},  // one-step batches
   };
   for (const Case& c : cases) EXPECT_EQ(kernel(c.spec, c.m), c.want) << spec_name(c.spec) << " m=" << c.m;
+  // Block widths: 32 columns where the tiles fit in a wave of resident blocks; else as many warps side by side over
+  // columns (2, 4, 8; 32 columns each) as bring them within a wave; 3-bit has no such kernel (one quad, always).
+  int sms = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  const auto block_cols = [&](const Spec& s, int64_t m) {
+    return detail::cuda_gptq_gemv_block_cols(ctx, *random_gpu_layer(s, rng), m);
+  };
+  const auto widened = [&](int64_t n, int resident_per_sm) {
+    int warps = 1;
+    while (warps < 8 && (n + 32 * warps - 1) / (32 * warps) > int64_t{resident_per_sm} * sms) warps *= 2;
+    return 32 * warps;
+  };
+  EXPECT_EQ(block_cols({4, 4096, 4096, 128, true, false, false}, 1), 32);
+  EXPECT_EQ(block_cols({4, 6144, 4096, 128, true, false, false}, 16), 32);
+  for (int64_t n : {8712, 28680, 33800, 100000}) {
+    for (int64_t m : {1, 16}) {
+      EXPECT_EQ(block_cols({4, n, 1024, 128, true, false, false}, m), widened(n, 2)) << n << " m=" << m;
+      EXPECT_EQ(block_cols({8, n, 1024, 128, true, false, false}, m), widened(n, 2)) << n << " m=" << m;
+    }
+    EXPECT_EQ(block_cols({3, n, 1024, 128, true, false, false}, 1), 32) << n;
+  }
+  if (sms == 132) {
+    EXPECT_EQ(block_cols({4, 28672, 4096, 128, true, false, false}, 1), 128);  // llama8b gate_up
+    EXPECT_EQ(block_cols({4, 7168, 8192, 128, true, false, false}, 1), 32);    // llama70b/TP8 gate_up
+  }
   // The sorted act-order forms behind those: uniform groups lose g_idx and keep their rows as group_size (the last
   // of 1000 rows in groups of 128 holds 104, padded to 128), scattered or 96-row ones keep g_idx.
   const auto device_form = [&](const Spec& s) {

@@ -23,5 +23,7 @@ enum class WoqGemvKernel { kGeneral, kGrouped, kGroupedActOrder, kGroupedTwoBatc
 
 // The GEMV kernel `layer` runs for the first (up to 16) of m rows; error where m rows do not take the GEMV.
 WoqGemvKernel cuda_gptq_gemv_kernel(const Context& ctx, const QuantMethod& layer, int64_t m);
+// The output columns one GEMV block covers there: 32 per warp side by side over columns (the others split K).
+int cuda_gptq_gemv_block_cols(const Context& ctx, const QuantMethod& layer, int64_t m);
 
 }  // namespace tpq::detail
