@@ -198,10 +198,11 @@ __device__ __forceinline__ void finish(const float (&acc)[kColTiles][2][4], cons
 #pragma unroll
   for (int r = 0; r < kPerThread; ++r) {
     const int cv = (threadIdx.x >> 5) + kWoqWarps * r, vl = threadIdx.x & 31;
-    const int c = cv / kValues, vi = cv % kValues;
+    // (kColWarps == 1: c = 0 as a constant, so that the sum below unrolls with constant indices)
+    const int c = kColWarps == 1 ? 0 : cv / kValues, vi = kColWarps == 1 ? cv : cv % kValues;
     v[r] = 0.0f;
 #pragma unroll
-    for (int wi = c; wi < kWoqWarps; wi += kColWarps) v[r] += red[wi][vi][vl];
+    for (int sl = 0; sl < kWoqWarps / kColWarps; ++sl) v[r] += red[c + kColWarps * sl][vi][vl];
     const int j = vi >> 3, tr = (vi >> 2) & 1, e = vi & 3;
     // rows g / g+8 of the A fragment = columns 2tr / 2tr+1 of the lane's 4
     out_n[r] = (tile * kColWarps + c) * kWoqTileCols + 4 * (vl >> 2) + 2 * tr + (e >> 1);

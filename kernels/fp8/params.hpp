@@ -35,6 +35,8 @@ struct Fp8GemvParams {
   int units_in_flight;      // M <= 8: 128-K units each warp loads before using them, 2 or 4 (host heuristic)
   int two_batches;          // M <= 8: two batches of kFp8GemvTwoBatchUnits in flight per warp (host heuristic;
                             // units_in_flight is then not read)
+  int col_warps = 1;        // warps side by side over tiles (1, or 2 at M <= 8; blockIdx.x covers col_warps tiles),
+                            // the other kFp8GemvWarps / col_warps splitting K
 };
 
 // Activation quantization (act_quant.cuh): one block per row of x; the dynamic per-tensor amax pass in at most

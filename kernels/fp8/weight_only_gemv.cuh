@@ -18,7 +18,9 @@
 //    own and added with its block's scale; all 16 rows of a tile share one block row (block_n % 16 == 0).
 //    Per-tensor and per-row scales are applied once, in the epilogue.
 //  - The 8 warps of a block split K and one shared-memory pass sums them; blocks also split K (blockIdx.y) when
-//    the tiles cannot fill the device, and the last block of a tile adds the partial sums in split order.
+//    the tiles cannot fill the device, and the last block of a tile adds the partial sums in split order. With
+//    kColWarps = 2 (the host's choice where that brings the tiles within one wave) the warps stand two side by side
+//    over two tiles and four split K.
 //  - Weights and scales are constant during a forward, so they are requested before the programmatic-dependent-
 //    launch wait. x, the bias, the scratch and y are touched only after it.
 // Requirements (checked by the host): k % 16 == 0, x and w 16-byte aligned, 1 <= m <= 8 * kColTiles.
@@ -103,7 +105,7 @@ __device__ __forceinline__ void mma_chunk(float (&acc)[4], const uint4& wl, cons
 // per-tensor one when held). Asking for a minimum of blocks
 // elsewhere made ptxas take more registers, not fewer (108-131 for two units, two blocks per SM; Llama-3-8B qkv at
 // M = 1 took 9.2 us against 7.8 us in the run before on an H200).
-template <typename T, int kColTiles, int kUnits, bool kBlockScale, bool kTwoBatches = false>
+template <typename T, int kColTiles, int kUnits, bool kBlockScale, bool kTwoBatches = false, int kColWarps = 1>
 __global__ void __launch_bounds__(kFp8GemvWarps * 32,
                                   (kUnits >= 4 && kBlockScale) || (kTwoBatches && std::is_same_v<T, __half>) ? 2 : 0)
     fp8_weight_only_gemv_kernel(const Fp8GemvParams p) {
@@ -113,7 +115,9 @@ __global__ void __launch_bounds__(kFp8GemvWarps * 32,
   const int warp = threadIdx.x >> 5;
   const int g = lane >> 2;
   const int t = lane & 3;
-  const int tile = blockIdx.x;
+  // Warp w streams tile w % kColWarps of the block's kColWarps tiles over K slice w / kColWarps of its split.
+  constexpr int kSlices = kFp8GemvWarps / kColWarps;
+  const int tile = static_cast<int>(blockIdx.x) * kColWarps + warp % kColWarps;
   const int m = p.m, n = p.n, k = p.k;
 
   // Rows past n (and x rows past m) are clamped to the last valid one: loads stay in bounds without a predicate,
@@ -133,8 +137,8 @@ __global__ void __launch_bounds__(kFp8GemvWarps * 32,
   const int units = (k + kFp8GemvUnitK - 1) / kFp8GemvUnitK;
   const int split_begin = blockIdx.y * p.units_per_split;
   const int split_end = min(units, split_begin + p.units_per_split);
-  const int per_warp = (split_end - split_begin + kFp8GemvWarps - 1) / kFp8GemvWarps;
-  const int begin = split_begin + warp * per_warp;
+  const int per_warp = (split_end - split_begin + kSlices - 1) / kSlices;
+  const int begin = split_begin + warp / kColWarps * per_warp;
   const int end = min(split_end, begin + per_warp);
 
   // Two MMA chains (one per half-unit) halve the dependent MMAs. Per-tensor and per-row scales: they run through
@@ -274,9 +278,10 @@ __global__ void __launch_bounds__(kFp8GemvWarps * 32,
   }
   __syncthreads();
 
-  // Value i of the 16 x (8 * kColTiles) tile (fragment value i / 32 of lane i % 32) is finished by thread
-  // i % blockDim.x.
-  constexpr int kValues = kColTiles * 4 * 32;
+  // Value i of the kColWarps 16 x (8 * kColTiles) tiles (tile i / (32 kTileValues), fragment value i / 32 % kTileValues
+  // of lane i % 32, summed over the warps of its K slices) is finished by thread i % blockDim.x.
+  constexpr int kTileValues = kColTiles * 4;
+  constexpr int kValues = kColWarps * kTileValues * 32;
   constexpr int kThreads = kFp8GemvWarps * 32;
   constexpr int kPerThread = (kValues + kThreads - 1) / kThreads;
   float v[kPerThread];
@@ -289,11 +294,14 @@ __global__ void __launch_bounds__(kFp8GemvWarps * 32,
     v[j] = 0.0f;
     row[j] = col[j] = 0;
     if (active[j]) {
-      const int vl = i & 31, vi = i >> 5;
+      // (kColWarps == 1: c = 0 as a constant, so that the sum below unrolls with constant indices)
+      const int vl = i & 31, c = kColWarps == 1 ? 0 : (i >> 5) / kTileValues;
+      const int vi = kColWarps == 1 ? i >> 5 : (i >> 5) % kTileValues;
 #pragma unroll
-      for (int wi = 0; wi < kFp8GemvWarps; ++wi) v[j] += red[wi][vi][vl];
+      for (int sl = 0; sl < kSlices; ++sl) v[j] += red[c + kColWarps * sl][vi][vl];
       const int e = vi & 3;
-      row[j] = tile * kFp8GemvTileRows + (vl >> 2) + ((e & 2) ? 8 : 0);  // C fragment: rows g, g+8
+      row[j] = (static_cast<int>(blockIdx.x) * kColWarps + c) * kFp8GemvTileRows + (vl >> 2) +
+               ((e & 2) ? 8 : 0);  // C fragment: rows g, g+8
       col[j] = (vi >> 2) * 8 + (vl & 3) * 2 + (e & 1);                    // columns 2t, 2t+1 of column tile
       active[j] = row[j] < n && col[j] < m;
     }
@@ -309,7 +317,7 @@ __global__ void __launch_bounds__(kFp8GemvWarps * 32,
     y[static_cast<int64_t>(c) * n + r] = from_float<T>(out);
   };
 
-  finish_tile<kFp8GemvWarps * 32>(v, active, col, row, p.split_k, tile, blockIdx.y, m, n,
+  finish_tile<kFp8GemvWarps * 32>(v, active, col, row, p.split_k, blockIdx.x, blockIdx.y, m, n,
               [&](float sum, int j) { finish(sum, row[j], col[j]); });
 }
 

@@ -99,12 +99,14 @@ cudaError_t launch_block_gemm_typed(const kernels::Fp8BlockGemmParams& p, int sm
 template <typename T, bool kBlockScale, class F>
 auto with_gemv_kernel(const kernels::Fp8GemvParams& p, F&& f) {
   using kernels::fp8_weight_only_gemv_kernel;
-  if (p.m <= kernels::kFp8GemvColTileRows) {
-    if (p.two_batches) return f(fp8_weight_only_gemv_kernel<T, 1, kernels::kFp8GemvTwoBatchUnits, kBlockScale, true>);
-    if (p.units_in_flight >= 4) return f(fp8_weight_only_gemv_kernel<T, 1, 4, kBlockScale>);
-    return f(fp8_weight_only_gemv_kernel<T, 1, 2, kBlockScale>);
-  }
-  return f(fp8_weight_only_gemv_kernel<T, 2, 1, kBlockScale>);
+  if (p.m > kernels::kFp8GemvColTileRows) return f(fp8_weight_only_gemv_kernel<T, 2, 1, kBlockScale>);
+  const auto with_warps = [&]<int kColWarps>() {
+    if (p.two_batches)
+      return f(fp8_weight_only_gemv_kernel<T, 1, kernels::kFp8GemvTwoBatchUnits, kBlockScale, true, kColWarps>);
+    if (p.units_in_flight >= 4) return f(fp8_weight_only_gemv_kernel<T, 1, 4, kBlockScale, false, kColWarps>);
+    return f(fp8_weight_only_gemv_kernel<T, 1, 2, kBlockScale, false, kColWarps>);
+  };
+  return p.col_warps == 2 ? with_warps.template operator()<2>() : with_warps.template operator()<1>();
 }
 
 template <class F>
@@ -152,8 +154,11 @@ cudaError_t launch_amax_typed(const void* x, int64_t count, float* partials, int
 }  // namespace
 
 cudaError_t launch_fp8_weight_only_gemv(DenseType dtype, const kernels::Fp8GemvParams& p, cudaStream_t stream, bool pdl) {
-  if (p.m < 1 || p.m > kernels::kFp8GemvMaxM || p.k % 16 != 0 || p.n < 1) return cudaErrorInvalidValue;
-  const dim3 grid(static_cast<unsigned>((p.n + kernels::kFp8GemvTileRows - 1) / kernels::kFp8GemvTileRows),
+  if (p.m < 1 || p.m > kernels::kFp8GemvMaxM || p.k % 16 != 0 || p.n < 1 ||
+      (p.col_warps != 1 && (p.col_warps != 2 || p.m > kernels::kFp8GemvColTileRows)))
+    return cudaErrorInvalidValue;
+  const int block_rows = kernels::kFp8GemvTileRows * p.col_warps;
+  const dim3 grid(static_cast<unsigned>((p.n + block_rows - 1) / block_rows),
                   static_cast<unsigned>(p.split_k.splits), 1);
   const kernels::LaunchOptions options{.pdl = pdl, .cluster_y = kernels::cluster_height(p.split_k)};
   return with_gemv_kernel(dtype, p, [&](auto kernel) {

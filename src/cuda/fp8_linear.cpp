@@ -70,8 +70,8 @@ const char* weight_only_refusal(const Fp8LinearArgs& a) {
 // blocks fit on an SM: measured on an H200 (Llama-3 8B / 70B-TP8 shapes, M = 1 and 8), four win when each warp has
 // a long K range or the tiles fit in about two blocks per SM, two win for many short tiles (qkv, gate_up of 8B).
 constexpr int kGemvLongWarpUnits = 8;
-int gemv_units_in_flight(const Context::CudaResources& res, int tiles, int units, int splits) {
-  const int per_warp = (units / splits + kernels::kFp8GemvWarps - 1) / kernels::kFp8GemvWarps;
+int gemv_units_in_flight(const Context::CudaResources& res, int tiles, int units, int splits, int slices) {
+  const int per_warp = (units / splits + slices - 1) / slices;
   return per_warp >= kGemvLongWarpUnits || tiles * splits <= 2 * res.sm_count ? 4 : 2;
 }
 
@@ -82,7 +82,8 @@ int gemv_units_in_flight(const Context::CudaResources& res, int tiles, int units
 // (512 tiles: two waves either way); where it would add waves, 0.87-0.99x on the qkv of 8B (384 tiles: one wave of
 // three blocks per SM, two of two) and 0.96-0.98x on its gate_up (1792 tiles: 5 waves against 7).
 bool gemv_two_batches(const Context::CudaResources& res, DType dtype, const kernels::Fp8GemvParams& p, int tiles) {
-  const int per_warp = (p.units_per_split + kernels::kFp8GemvWarps - 1) / kernels::kFp8GemvWarps;
+  const int slices = kernels::kFp8GemvWarps / p.col_warps;
+  const int per_warp = (p.units_per_split + slices - 1) / slices;
   if (p.m > kernels::kFp8GemvColTileRows || per_warp < 2 * kernels::kFp8GemvTwoBatchUnits) return false;
   kernels::Fp8GemvParams two = p;
   two.two_batches = 1;
@@ -94,13 +95,23 @@ bool gemv_two_batches(const Context::CudaResources& res, DType dtype, const kern
   return waves(two) <= waves(p);
 }
 
-// The GEMV's launch for `a` (which weight_only_refusal takes).
-kernels::Fp8GemvParams gemv_params(const Context::CudaResources& res, const Fp8LinearArgs& a) {
-  const int tiles = static_cast<int>((a.n + kernels::kFp8GemvTileRows - 1) / kernels::kFp8GemvTileRows);
+// Tiles of the GEMV's launch (kFp8GemvTileRows rows of W each) per block, at most, at M <= 8: two warps side by
+// side over tiles where that brings the launch within one wave (gemv_col_warps). s16, H200, same run against one
+// (two runs): 70B-TP8 gate_up 1.02-1.06x at M = 1 and 8 (448 tiles of the two-batch kernel, 2 waves -> 1), its down
+// 0.97-1.02x (512 tiles, two nearly full waves -> 1). Forced elsewhere: 0.52-0.99x where the tiles already fit (o,
+// down, qkv: more splits of K, or a third of the blocks per SM lost), 0.97-1.03x on llama8b gate_up (1792 tiles: 4
+// waves at two). Four and eight: 0.48-0.99x on every Llama shape. The two-column-tile kernel (M 9..16) ran 0.79x at
+// two on 70B-TP8 gate_up (block scales): one warp per tile there.
+constexpr int kFp8GemvMaxColWarps = 2;
+
+// The GEMV's launch for `a` with col_warps warps side by side over tiles.
+kernels::Fp8GemvParams gemv_params(const Context::CudaResources& res, const Fp8LinearArgs& a, int col_warps) {
+  const int slices = kernels::kFp8GemvWarps / col_warps;
+  const int block_rows = kernels::kFp8GemvTileRows * col_warps;
+  const int tiles = static_cast<int>((a.n + block_rows - 1) / block_rows);
   const int units = static_cast<int>((a.k + kernels::kFp8GemvUnitK - 1) / kernels::kFp8GemvUnitK);
   // Each warp of a split still with a whole unit to stream.
-  const GemvSplit split =
-      plan_gemv_split(res, gemv_splits_wanted(res, tiles, units, kernels::kFp8GemvWarps), units, a.m, a.n);
+  const GemvSplit split = plan_gemv_split(res, gemv_splits_wanted(res, tiles, units, slices), units, a.m, a.n);
   kernels::Fp8GemvParams p{.x = a.x,
                            .w = static_cast<const uint8_t*>(a.w),
                            .w_scale = a.w_scale,
@@ -115,10 +126,25 @@ kernels::Fp8GemvParams gemv_params(const Context::CudaResources& res, const Fp8L
                            .block_n = static_cast<int>(a.block_n),
                            .block_k = static_cast<int>(a.block_k),
                            .units_per_split = split.per_split,
-                           .units_in_flight = gemv_units_in_flight(res, tiles, units, split.split_k.splits),
-                           .two_batches = 0};
+                           .units_in_flight = gemv_units_in_flight(res, tiles, units, split.split_k.splits, slices),
+                           .two_batches = 0,
+                           .col_warps = col_warps};
   p.two_batches = gemv_two_batches(res, a.dtype, p, tiles);
   return p;
+}
+
+// The GEMV's launch for `a` (which weight_only_refusal takes).
+kernels::Fp8GemvParams gemv_params(const Context::CudaResources& res, const Fp8LinearArgs& a) {
+  const auto blocks = [&](int c) {
+    const kernels::Fp8GemvParams p = gemv_params(res, a, c);
+    const int64_t rows = int64_t{kernels::kFp8GemvTileRows} * c;
+    return (a.n + rows - 1) / rows * p.split_k.splits;
+  };
+  const auto resident = [&](int c) {
+    return int64_t{fp8_weight_only_gemv_blocks_per_sm(dense_type(a.dtype), gemv_params(res, a, c))} * res.sm_count;
+  };
+  const int max_col_warps = a.m <= kernels::kFp8GemvColTileRows ? kFp8GemvMaxColWarps : 1;
+  return gemv_params(res, a, gemv_col_warps(max_col_warps, blocks, resident));
 }
 
 void run_weight_only(Context::CudaResources& res, const Fp8LinearArgs& a, cudaStream_t stream) {
@@ -487,6 +513,12 @@ Fp8GemvKernel cuda_fp8_gemv_kernel(const Context& ctx, const Fp8LinearArgs& a) {
   if (p.m > kernels::kFp8GemvColTileRows) return Fp8GemvKernel::kTwoColumnTiles;
   if (p.two_batches) return Fp8GemvKernel::kTwoBatches;
   return p.units_in_flight >= 4 ? Fp8GemvKernel::kFourUnits : Fp8GemvKernel::kTwoUnits;
+}
+
+int cuda_fp8_gemv_block_rows(const Context& ctx, const Fp8LinearArgs& a) {
+  const Context::CudaResources& res = cuda_resources_of(ctx, "fp8 linear");
+  if (weight_only_refusal(a) != nullptr) return 0;
+  return kernels::kFp8GemvTileRows * gemv_params(res, a).col_warps;
 }
 
 Fp8Path cuda_fp8_auto_path(const Context& ctx, const Fp8LinearArgs& a) {

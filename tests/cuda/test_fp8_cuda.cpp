@@ -267,6 +267,13 @@ std::vector<Fp8Case> all_cases() {
   cases.push_back({K::kRow, A::kDynamicToken, false, DType::BF16, 8, 2304, 5120, Fp8Path::kWeightOnly, true});
   //  - one-unit batches of two column tiles (M > 8), two per warp.
   cases.push_back({K::kRow, A::kDynamicToken, false, DType::BF16, 16, 2304, 2048, Fp8Path::kWeightOnly, false});
+  //  - two warps side by side over tiles (more tiles than a wave, fewer at two; s16): two batches (448 tiles, the last
+  //    of 8 rows), batches of two units (563 tiles, the second warp of the last block past n); two column tiles
+  //    (M > 8) keep one warp per tile.
+  cases.push_back({K::kTensor, A::kDynamicTensor, false, DType::BF16, 1, 7160, 8192, Fp8Path::kWeightOnly, true});
+  cases.push_back({K::kBlock, A::kDynamicGroup, false, DType::BF16, 5, 7160, 8192, Fp8Path::kWeightOnly, false});
+  cases.push_back({K::kTensor, A::kDynamicTensor, false, DType::F16, 7, 9000, 1024, Fp8Path::kWeightOnly, false});
+  cases.push_back({K::kRow, A::kDynamicToken, false, DType::BF16, 16, 9000, 1024, Fp8Path::kWeightOnly, true});
   // Split-K: 3 output tiles over 32 units of K.
   cases.push_back({K::kTensor, A::kDynamicTensor, false, DType::BF16, 1, 48, 4096, Fp8Path::kWeightOnly, true});
   cases.push_back({K::kBlock, A::kDynamicGroup, false, DType::BF16, 5, 40, 4096, Fp8Path::kWeightOnly, false});
@@ -621,6 +628,7 @@ TEST(Fp8CudaPlan, GemvKernelsByShape) {
     Fp8ScaleKind kind;
     int64_t m, n, k;
     G kernel;
+    int block_rows = 16;  // 32: two warps side by side over tiles
   };
   const Want wants[] = {
       // The correctness cases above.
@@ -632,13 +640,17 @@ TEST(Fp8CudaPlan, GemvKernelsByShape) {
       {DType::F16, Fp8ScaleKind::kBlock, 5, 2304, 12288, G::kTwoBatches},
       {DType::BF16, Fp8ScaleKind::kRow, 8, 2304, 5120, G::kTwoBatches},
       {DType::BF16, Fp8ScaleKind::kRow, 16, 2304, 2048, G::kTwoColumnTiles},
+      {DType::BF16, Fp8ScaleKind::kTensor, 1, 7160, 8192, G::kTwoBatches, 32},
+      {DType::BF16, Fp8ScaleKind::kBlock, 5, 7160, 8192, G::kTwoBatches, 32},
+      {DType::F16, Fp8ScaleKind::kTensor, 7, 9000, 1024, G::kTwoUnits, 32},
+      {DType::BF16, Fp8ScaleKind::kRow, 16, 9000, 1024, G::kTwoColumnTiles},
       // Llama-3 8B and 70B-TP8 at M = 1 (benchmarks/results/README.md, fifteenth session).
       {DType::BF16, Fp8ScaleKind::kTensor, 1, 6144, 4096, G::kTwoUnits},    // qkv: 384 tiles, 1 wave against 2
       {DType::BF16, Fp8ScaleKind::kTensor, 1, 4096, 4096, G::kTwoBatches},  // o
       {DType::BF16, Fp8ScaleKind::kTensor, 1, 28672, 4096, G::kTwoUnits},   // gate_up: 5 waves against 7
       {DType::BF16, Fp8ScaleKind::kBlock, 1, 4096, 14336, G::kTwoBatches},  // down
-      {DType::BF16, Fp8ScaleKind::kTensor, 1, 7168, 8192, G::kTwoBatches},
-      {DType::BF16, Fp8ScaleKind::kTensor, 1, 8192, 3584, G::kTwoBatches},  // 512 tiles: 2 waves either way
+      {DType::BF16, Fp8ScaleKind::kTensor, 1, 7168, 8192, G::kTwoBatches, 32},  // gate_up: 448 tiles, 2 waves
+      {DType::BF16, Fp8ScaleKind::kTensor, 1, 8192, 3584, G::kTwoBatches, 32},  // down: 512 tiles, 2 waves -> 1
       // Not the GEMV's.
       {DType::BF16, Fp8ScaleKind::kTensor, 17, 4096, 4096, G::kNone},
       {DType::BF16, Fp8ScaleKind::kTensor, 1, 4096, 4104, G::kNone},
@@ -654,6 +666,8 @@ TEST(Fp8CudaPlan, GemvKernelsByShape) {
     args.w_scale = reinterpret_cast<const float*>(uintptr_t{256});
     args.scale_ld = w.kind == Fp8ScaleKind::kBlock ? (w.k + 127) / 128 : 0;
     EXPECT_EQ(static_cast<int>(detail::cuda_fp8_gemv_kernel(ctx, args)), static_cast<int>(w.kernel))
+        << dtype_name(w.dtype) << " " << fp8_scale_kind_name(w.kind) << " m " << w.m << " n " << w.n << " k " << w.k;
+    EXPECT_EQ(detail::cuda_fp8_gemv_block_rows(ctx, args), w.kernel == G::kNone ? 0 : w.block_rows)
         << dtype_name(w.dtype) << " " << fp8_scale_kind_name(w.kind) << " m " << w.m << " n " << w.n << " k " << w.k;
   }
 }

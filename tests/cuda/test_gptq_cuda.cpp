@@ -451,16 +451,16 @@ TEST(GptqCudaPlan, GemvKernelsByGroupAndShape) {
   };
   for (const Case& c : cases) EXPECT_EQ(kernel(c.spec, c.m), c.want) << spec_name(c.spec) << " m=" << c.m;
   // Block widths: 32 columns where the tiles fit in a wave of resident blocks; else as many warps side by side over
-  // columns (2, 4, 8; 32 columns each) as bring them within a wave; 3-bit has no such kernel (one quad, always).
+  // columns (2, 4, 8; 32 columns each) as bring them within a wave, 32 where none does; 3-bit has no such kernel.
   int sms = 0;
   ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
   const auto block_cols = [&](const Spec& s, int64_t m) {
     return detail::cuda_gptq_gemv_block_cols(ctx, *random_gpu_layer(s, rng), m);
   };
   const auto widened = [&](int64_t n, int resident_per_sm) {
-    int warps = 1;
-    while (warps < 8 && (n + 32 * warps - 1) / (32 * warps) > int64_t{resident_per_sm} * sms) warps *= 2;
-    return 32 * warps;
+    for (int warps = 1; warps <= 8; warps *= 2)
+      if ((n + 32 * warps - 1) / (32 * warps) <= int64_t{resident_per_sm} * sms) return 32 * warps;
+    return 32;
   };
   EXPECT_EQ(block_cols({4, 4096, 4096, 128, true, false, false}, 1), 32);
   EXPECT_EQ(block_cols({4, 6144, 4096, 128, true, false, false}, 16), 32);

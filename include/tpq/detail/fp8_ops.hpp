@@ -59,6 +59,9 @@ Fp8ScaledGemm cuda_fp8_scaled_gemm_plan(const Context& ctx, const Fp8LinearArgs&
 // kernels::kFp8GemvTwoBatchUnits, or one unit of two column tiles (M > 8). Pointers are read for alignment only.
 enum class Fp8GemvKernel { kNone, kTwoUnits, kFourUnits, kTwoBatches, kTwoColumnTiles };
 Fp8GemvKernel cuda_fp8_gemv_kernel(const Context& ctx, const Fp8LinearArgs& args);
+// The rows of W (output columns) one block of that kernel covers: 16 per warp side by side over tiles (the others
+// split K); 0 where the GEMV cannot run `args`.
+int cuda_fp8_gemv_block_rows(const Context& ctx, const Fp8LinearArgs& args);
 
 // The path kAuto picks before asking cuBLASLt (which may still refuse, sending the call to kDequantGemm).
 Fp8Path cuda_fp8_auto_path(const Context& ctx, const Fp8LinearArgs& args);
