@@ -4,8 +4,8 @@
 //   fp8-block   128 x 128 block scales, dynamic 1 x 128 activations (DeepSeek-V3 / Qwen3 FP8)
 // Each runs forward_into with kAuto: the weight-only GEMV up to M = 8 (per-tensor) or 16 (block; fp8_ops.hpp),
 // cuBLASLt FP8 above it. The error column compares with cuBLAS on the dequantized weight, so above the GEMV threshold
-// it includes the activations' FP8 rounding. The scaled path allocates the quantized activations from the context's stream-ordered
-// allocator, which CUDA graph capture records.
+// it includes the activations' FP8 rounding. The scaled path allocates the quantized activations from the context's
+// stream-ordered allocator, which CUDA graph capture records.
 #include <algorithm>
 #include <map>
 #include <memory>

@@ -189,14 +189,14 @@ inline int gemv_splits_wanted(const Context::CudaResources& res, int tiles, int 
 }
 
 // How many warps of a GEMV block stand side by side over output tiles (the others split K): the fewest of 1, 2, 4 ..
-// max_col_warps whose launch fits in one wave of resident blocks (blocks(c) <= resident(c): blocks and resident
-// blocks of the launch with c), else 1. Fewer, longer blocks where the tiles alone take more than a wave (s16, H200:
-// GPTQ llama8b gate_up 1.06-1.15x at 4 bits, FP8 70B-TP8 gate_up 1.02-1.06x); where no width brings them within a
-// wave, FP8's llama8b gate_up ran 0.97-1.03x at two warps.
-template <class Blocks, class Resident>
-int gemv_col_warps(int max_col_warps, const Blocks& blocks, const Resident& resident) {
+// max_col_warps whose launch fits in one wave of resident blocks (one_wave(c): the launch with c does), else 1. Fewer,
+// longer blocks where the tiles alone take more than a wave (s16, H200: GPTQ llama8b gate_up 1.06-1.15x at 4 bits,
+// FP8 70B-TP8 gate_up 1.02-1.06x); where no width brings them within a wave, FP8's llama8b gate_up ran 0.97-1.03x at
+// two warps.
+template <class OneWave>
+int gemv_col_warps(int max_col_warps, const OneWave& one_wave) {
   for (int c = 1; c <= max_col_warps; c *= 2)
-    if (blocks(c) <= resident(c)) return c;
+    if (one_wave(c)) return c;
   return 1;
 }
 

@@ -1,8 +1,8 @@
 // cuda_fp8_linear (tpq/detail/fp8_ops.hpp): y = x · Wᵀ (+ bias) with W stored as e4m3 and its scales.
 //
 // Three paths, chosen per call on the host, with no device synchronization; scratch comes from the context.
-//  1. Weight-only GEMV (m <= kFp8WeightOnlyMaxM, or kFp8WeightOnlyMaxMPerTensor: fp8_ops.hpp): streams the FP8 weight once, x stays bf16/f16
-//     (kernels/fp8/weight_only_gemv.cuh). Works on every GPU the dense GEMV does (sm_80+).
+//  1. Weight-only GEMV (m <= kFp8WeightOnlyMaxM, or kFp8WeightOnlyMaxMPerTensor: fp8_ops.hpp): streams the FP8
+//     weight once, x stays bf16/f16 (kernels/fp8/weight_only_gemv.cuh). Works on every GPU the dense GEMV does (sm_80+).
 //  2. Scaled GEMM: quantize x (kernels/fp8/act_quant.cuh), then cuBLASLt e4m3 x e4m3 -> bf16/f16 with the scales
 //     in the descriptor. Per-tensor weights and per-tensor activations: scalar scales (sm_89+), fast accumulation
 //     unless the context turns it off. Per-row weights or per-token activations: outer-vector scales (sm_90,
@@ -75,24 +75,30 @@ int gemv_units_in_flight(const Context::CudaResources& res, int tiles, int units
   return per_warp >= kGemvLongWarpUnits || tiles * splits <= 2 * res.sm_count ? 4 : 2;
 }
 
+// Blocks of the GEMV's launch for p (its tiles of col_warps tiles, times its splits of K), and how many waves of
+// resident blocks they take.
+int64_t gemv_blocks(const kernels::Fp8GemvParams& p) {
+  const int64_t rows = int64_t{kernels::kFp8GemvTileRows} * p.col_warps;
+  return (p.n + rows - 1) / rows * p.split_k.splits;
+}
+int64_t gemv_waves(const Context::CudaResources& res, DType dtype, const kernels::Fp8GemvParams& p) {
+  const int64_t resident = int64_t{fp8_weight_only_gemv_blocks_per_sm(dense_type(dtype), p)} * res.sm_count;
+  return (gemv_blocks(p) + resident - 1) / resident;
+}
+
 // Two batches of 2 units in flight per warp where every warp of a split has at least two, unless the kernel's fewer
 // resident blocks per SM (two, against three for single batches of 2 units) make the launch take more waves of
 // blocks. Same-run A/Bs on an H200 (s15, bf16, M = 1 and 8, per-tensor and block scales): 1.05-1.24x where it
 // takes the place of four-unit batches (o, down of 8B; gate_up of 70B-TP8) and 1.11-1.24x on the down of 70B-TP8
 // (512 tiles: two waves either way); where it would add waves, 0.87-0.99x on the qkv of 8B (384 tiles: one wave of
 // three blocks per SM, two of two) and 0.96-0.98x on its gate_up (1792 tiles: 5 waves against 7).
-bool gemv_two_batches(const Context::CudaResources& res, DType dtype, const kernels::Fp8GemvParams& p, int tiles) {
+bool gemv_two_batches(const Context::CudaResources& res, DType dtype, const kernels::Fp8GemvParams& p) {
   const int slices = kernels::kFp8GemvWarps / p.col_warps;
   const int per_warp = (p.units_per_split + slices - 1) / slices;
   if (p.m > kernels::kFp8GemvColTileRows || per_warp < 2 * kernels::kFp8GemvTwoBatchUnits) return false;
   kernels::Fp8GemvParams two = p;
   two.two_batches = 1;
-  const int64_t blocks = int64_t{tiles} * p.split_k.splits;
-  const auto waves = [&](const kernels::Fp8GemvParams& q) {
-    const int64_t resident = int64_t{fp8_weight_only_gemv_blocks_per_sm(dense_type(dtype), q)} * res.sm_count;
-    return (blocks + resident - 1) / resident;
-  };
-  return waves(two) <= waves(p);
+  return gemv_waves(res, dtype, two) <= gemv_waves(res, dtype, p);
 }
 
 // Tiles of the GEMV's launch (kFp8GemvTileRows rows of W each) per block, at most, at M <= 8: two warps side by
@@ -129,22 +135,20 @@ kernels::Fp8GemvParams gemv_params(const Context::CudaResources& res, const Fp8L
                            .units_in_flight = gemv_units_in_flight(res, tiles, units, split.split_k.splits, slices),
                            .two_batches = 0,
                            .col_warps = col_warps};
-  p.two_batches = gemv_two_batches(res, a.dtype, p, tiles);
+  p.two_batches = gemv_two_batches(res, a.dtype, p);
   return p;
 }
 
-// The GEMV's launch for `a` (which weight_only_refusal takes).
+// The GEMV's launch for `a` (which weight_only_refusal takes). Each width's launch is planned once: `p` holds the
+// last one asked about, which is the chosen one unless none fits a wave.
 kernels::Fp8GemvParams gemv_params(const Context::CudaResources& res, const Fp8LinearArgs& a) {
-  const auto blocks = [&](int c) {
-    const kernels::Fp8GemvParams p = gemv_params(res, a, c);
-    const int64_t rows = int64_t{kernels::kFp8GemvTileRows} * c;
-    return (a.n + rows - 1) / rows * p.split_k.splits;
-  };
-  const auto resident = [&](int c) {
-    return int64_t{fp8_weight_only_gemv_blocks_per_sm(dense_type(a.dtype), gemv_params(res, a, c))} * res.sm_count;
-  };
+  kernels::Fp8GemvParams p{};
   const int max_col_warps = a.m <= kernels::kFp8GemvColTileRows ? kFp8GemvMaxColWarps : 1;
-  return gemv_params(res, a, gemv_col_warps(max_col_warps, blocks, resident));
+  const int col_warps = gemv_col_warps(max_col_warps, [&](int c) {
+    p = gemv_params(res, a, c);
+    return gemv_waves(res, a.dtype, p) <= 1;
+  });
+  return p.col_warps == col_warps ? p : gemv_params(res, a, col_warps);
 }
 
 void run_weight_only(Context::CudaResources& res, const Fp8LinearArgs& a, cudaStream_t stream) {

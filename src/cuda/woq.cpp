@@ -132,10 +132,10 @@ GemvPass plan_gemv_pass(const Context::CudaResources& res, DType dtype, const Wo
   // Where 32-column blocks take more than one wave of resident blocks: fewer, longer blocks, with as many warps
   // side by side over columns (2, 4, 8) as bring the tiles within a wave (gemv_col_warps). s16, H200, 4-bit g128
   // against s9-s15's two quads per warp at M <= 8 and 32-column blocks at M 9..16 (two runs): llama8b gate_up
-  // 1.06 / 1.06 / 1.07-1.15x at M = 1 / 8 / 16 (8-bit 1.10-1.11 / 1.08 / 0.98-0.99x); at K 8192 the rule's choice for N 14336 (2 warps) and 28672
-  // (4) was the best of 2, 4 and 8 (1.02-1.12x), for N 57344 (8) 0.99x at M = 1 and 1.04x at M = 16 (2 warps: 0.97x,
-  // 1.10x). Where 32-column blocks fit in one wave, wider ones would need more splits of K to fill the GPU: 0.31-0.93x
-  // on every such Llama shape.
+  // 1.06 / 1.06 / 1.07-1.15x at M = 1 / 8 / 16 (8-bit 1.10-1.11 / 1.08 / 0.98-0.99x); at K 8192 the rule's choice
+  // for N 14336 (2 warps) and 28672 (4) was the best of 2, 4 and 8 (1.02-1.12x), for N 57344 (8) 0.99x at M = 1 and
+  // 1.04x at M = 16 (2 warps: 0.97x, 1.10x). Where 32-column blocks fit in one wave, wider ones would need more
+  // splits of K to fill the GPU: 0.31-0.93x on every such Llama shape.
   const int m_rows = static_cast<int>(mm);
   const auto resident_for = [&](int col_warps) {
     return res.sm_count * woq_gemv_blocks_per_sm(w.bits, dense, m_rows, grouped, col_warps);
@@ -145,7 +145,7 @@ GemvPass plan_gemv_pass(const Context::CudaResources& res, DType dtype, const Wo
     return static_cast<int>((w.n + cols - 1) / cols);
   };
   const int max_col_warps = woq_gemv_col_warps_exist(w.bits, grouped, kernels::kWoqWarps) ? kernels::kWoqWarps : 1;
-  const int col_warps = gemv_col_warps(max_col_warps, tiles_for, resident_for);
+  const int col_warps = gemv_col_warps(max_col_warps, [&](int c) { return tiles_for(c) <= resident_for(c); });
   const int slices = kernels::kWoqWarps / col_warps;
   const int tiles = tiles_for(col_warps);
   // Split K across blocks when the tiles leave resident blocks free: as many splits as fit in one wave of

@@ -209,7 +209,8 @@ cudaError_t launch_dequant_for_bits(int bits, const kernels::WoqDequantParams& p
 }  // namespace
 
 bool woq_gemv_col_warps_exist(int bits, bool grouped, int col_warps) {
-  return col_warps == 1 || (bits != 3 && grouped && (col_warps == 2 || col_warps == 4 || col_warps == kernels::kWoqWarps));
+  return col_warps == 1 ||
+         (bits != 3 && grouped && (col_warps == 2 || col_warps == 4 || col_warps == kernels::kWoqWarps));
 }
 
 namespace {

@@ -39,7 +39,8 @@ struct Fp8LinearArgs {
 };
 
 // y = x · Wᵀ (+ bias) on ctx's stream, no device synchronization, scratch from ctx. kAuto: the weight-only GEMV for
-// m up to kFp8WeightOnlyMaxM (kFp8WeightOnlyMaxMPerTensor for per-tensor weights and activations), else the scaled GEMM where the GPU and cuBLASLt take it, else dequantize + dense GEMM.
+// m up to kFp8WeightOnlyMaxM (kFp8WeightOnlyMaxMPerTensor for per-tensor weights and activations), else the scaled
+// GEMM where the GPU and cuBLASLt take it, else dequantize + dense GEMM.
 // A forced path that cannot run these arguments on this GPU is kUnsupported, naming why.
 void cuda_fp8_linear(const Context& ctx, const Fp8LinearArgs& args, Fp8Path path = Fp8Path::kAuto);
 

@@ -29,9 +29,10 @@ namespace tpq {
 // CUDA layers keep act-order weights with their rows sorted by group and each group padded with zero-code rows to
 // a whole GEMV step (perm present; kernels::gptq::sorted_group_multiple), so every step of the kernel reads one
 // group; where every group then holds the same power-of-two number of rows (the last no more), that number becomes
-// group_size and g_idx goes (groups are row / group_size). CPU layers keep them in checkpoint order. CUDA layers also keep the codes of each 2-, 4- and 8-bit qweight
-// word in the GEMV's order (qweight_order kGemv, kernels::gptq::to_gemv_word); a layer takes weights in either
-// order and converts them (a host round trip, once), and serialize() writes checkpoint order.
+// group_size and g_idx goes (groups are row / group_size). CPU layers keep them in checkpoint order. CUDA layers
+// also keep the codes of each 2-, 4- and 8-bit qweight word in the GEMV's order (qweight_order kGemv,
+// kernels::gptq::to_gemv_word); a layer takes weights in either order and converts them (a host round trip, once),
+// and serialize() writes checkpoint order.
 enum class QweightOrder { kCheckpoint, kGemv };
 
 struct GptqWeights {
