@@ -7,6 +7,7 @@
 #   OUT=/some/dir scripts/gpu_profile.sh REGEX [tpq_bench arguments...]
 #   e.g. scripts/gpu_profile.sh woq_gemv_grouped --format gptq4_g128 --m 1 --n 28672 --k 4096
 #
+# TPQ_BENCH=path profiles a tpq_bench built elsewhere (scripts/local_build.sh, carried) instead of building one.
 # Files in $OUT: build.log, ncu.log, profile.ncu-rep (open it in the Nsight Compute GUI), details.txt,
 # source.csv (every SASS instruction with its metrics), top_stalls.txt; with TPQ_PROFILE_SLIM=1 only details.txt
 # and top_stalls.txt stay (the device tool returns at most 8 files).
@@ -24,16 +25,20 @@ fi
 regex="$1"
 shift
 
-tpq_gpu_configure "$OUT/cfg.log" || exit 1
-if ! ninja -C "$build" tpq_bench >"$OUT/build.log" 2>&1; then
-  echo "build FAILED (tail of $OUT/build.log):"
-  tail -30 "$OUT/build.log"
-  exit 1
+bench="${TPQ_BENCH:-}"
+if [ -z "$bench" ]; then
+  tpq_gpu_configure "$OUT/cfg.log" || exit 1
+  if ! ninja -C "$build" tpq_bench >"$OUT/build.log" 2>&1; then
+    echo "build FAILED (tail of $OUT/build.log):"
+    tail -30 "$OUT/build.log"
+    exit 1
+  fi
+  bench="$build/benchmarks/tpq_bench"
 fi
 
 # Two graph replays of two forwards keep the run short; the clocks stay as the benchmark sees them.
 if ! ncu --clock-control none -k "regex:$regex" --launch-skip 5 --launch-count 1 --set full --import-source no \
-    -f -o "$OUT/profile" "$build/benchmarks/tpq_bench" --iters 2 --graph-calls 2 "$@" >"$OUT/ncu.log" 2>&1; then
+    -f -o "$OUT/profile" "$bench" --iters 2 --graph-calls 2 "$@" >"$OUT/ncu.log" 2>&1; then
   echo "ncu FAILED (tail of $OUT/ncu.log):"
   tail -30 "$OUT/ncu.log"
   exit 1
