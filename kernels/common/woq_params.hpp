@@ -39,7 +39,9 @@ struct WoqGemvParams {
 //  - kPerBatch: power-of-two groups of whole batches, or one group, and warp ranges (splits) starting at multiples of
 //    a batch: each batch lies in one group, so it carries its group's zero points and scales and applies its sums at
 //    its end, with no check and no branch; two batches are in flight per warp (woq_gemv.cuh).
-enum class WoqGroups { kPerStep, kActOrder, kPerBatch };
+//  - kPerPair: the same where groups (and warp ranges) are whole pairs of batches: the two batches in flight are one
+//    group, and its sums are applied once, at the second's end.
+enum class WoqGroups { kPerStep, kActOrder, kPerBatch, kPerPair };
 
 // GEMM for mid-size M (woq_gemm.cuh): a block of kWoqGemmWarps warps covers kWoqGemmRows rows of M (blockIdx.x)
 // and kWoqGemmCols output columns (blockIdx.y; each warp kWoqGemmQuads 32-column quads), over one split of K

@@ -49,7 +49,8 @@ template <int kBits, typename T, int kColTiles, bool kGrouped, int kColWarps = 1
 auto gemv_kernel() {
   using Traits = kernels::gptq::KernelTraits<kBits>;
   if constexpr (kGrouped) {
-    constexpr int kSteps = grouped_steps_for(kBits, kColTiles, kGroups == kernels::WoqGroups::kPerBatch);
+    constexpr int kSteps = grouped_steps_for(
+        kBits, kColTiles, kGroups == kernels::WoqGroups::kPerBatch || kGroups == kernels::WoqGroups::kPerPair);
     return kernels::woq_gemv_grouped_kernel<Traits, T, kColTiles, kSteps, kGroups, kColWarps>;
   } else {
     return kernels::woq_gemv_kernel<Traits, T, kColTiles, unroll_for(kBits, kColTiles)>;
@@ -72,6 +73,9 @@ kernels::WoqGroups groups_for(const kernels::WoqGemvParams& p) {
   constexpr int kBatchSteps = per_batch_steps(kBits, kColTiles);
   if constexpr (kBatchSteps > 0) {
     constexpr int kBatchRows = kBatchSteps * 4 * kernels::gptq::KernelTraits<kBits>::kCodes;
+    if (kColTiles == 2 && p.group_shift >= std::bit_width(unsigned{2 * kBatchRows}) - 1 &&
+        (p.split_k.splits == 1 || p.steps_per_split % (2 * kBatchSteps) == 0))
+      return WoqGroups::kPerPair;
     if (p.group_shift >= std::bit_width(unsigned{kBatchRows}) - 1 &&
         (p.split_k.splits == 1 || p.steps_per_split % kBatchSteps == 0))
       return WoqGroups::kPerBatch;
@@ -96,6 +100,10 @@ cudaError_t launch_gemv_kernel(const kernels::WoqGemvParams& p, cudaStream_t str
       case WoqGroups::kPerBatch:
         if constexpr (per_batch_steps(kBits, kColTiles) > 0)
           return launch(gemv_kernel<kBits, T, kColTiles, true, kColWarps, WoqGroups::kPerBatch>());
+        break;
+      case WoqGroups::kPerPair:
+        if constexpr (per_batch_steps(kBits, kColTiles) > 0 && kColTiles == 2)
+          return launch(gemv_kernel<kBits, T, kColTiles, true, kColWarps, WoqGroups::kPerPair>());
         break;
       case WoqGroups::kPerStep: break;
     }
@@ -157,7 +165,8 @@ bool known_bits(int bits) { return bits == 2 || bits == 3 || bits == 4 || bits =
 template <int kBits>
 int batch_steps_for(int m) {
   return with_gemv_config<kBits>(m, true, 1, [&]<int kColTiles, bool, int>() {
-    return std::max(1, per_batch_steps(kBits, kColTiles));
+    // two column tiles: whole pairs of batches (kPerPair where the groups allow it)
+    return std::max(1, per_batch_steps(kBits, kColTiles) * (kColTiles == 2 ? 2 : 1));
   });
 }
 

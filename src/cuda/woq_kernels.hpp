@@ -20,9 +20,11 @@ cudaError_t launch_woq_gemv(int bits, DenseType dtype, const kernels::WoqGemvPar
 // Whether launch_woq_gemv takes col_warps warps side by side over columns (WoqGemvParams::col_warps) for (bits,
 // grouped): 1 always; 2, 4 and 8 for the grouped GEMV except 3-bit (three-word blocks).
 bool woq_gemv_col_warps_exist(int bits, bool grouped, int col_warps);
-// Steps in a batch of the grouped GEMV's kPerBatch kernel for (bits, m), 1 where it has none: where
-// p.steps_per_split is a multiple of it (or there is one split), there is no g_idx and every batch lies in one group,
-// launch_woq_gemv runs that kernel, which keeps two batches in flight per warp (kernels/common/woq_gemv.cuh).
+// Steps the splits of K should be whole multiples of for (bits, m), 1 where it does not matter: a batch of the
+// grouped GEMV's kPerBatch kernel, a pair of them at two column tiles (kPerPair). Where p.steps_per_split is a
+// multiple of a batch (or there is one split), there is no g_idx and every batch lies in one group, launch_woq_gemv
+// runs the kPerBatch kernel, which keeps two batches in flight per warp (kernels/common/woq_gemv.cuh); of a pair, and
+// every pair in one group, the kPerPair one.
 int woq_gemv_batch_steps(int bits, int m);
 // The grouped GEMV kernel launch_woq_gemv(bits, .., p, grouped = true, ..) runs (kPerStep for a configuration
 // it does not take).
