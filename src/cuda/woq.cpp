@@ -285,8 +285,8 @@ WoqGemvKernel woq_gemv_kernel(const Context& ctx, DType dtype, const WoqWeights&
   if (!pass.grouped) return WoqGemvKernel::kGeneral;
   switch (woq_gemv_groups(w.bits, pass.p)) {
     case kernels::WoqGroups::kActOrder: return WoqGemvKernel::kGroupedActOrder;
-    case kernels::WoqGroups::kPerBatch:
-    case kernels::WoqGroups::kPerPair: return WoqGemvKernel::kGroupedTwoBatches;
+    case kernels::WoqGroups::kPerBatch: return WoqGemvKernel::kGroupedTwoBatches;
+    case kernels::WoqGroups::kPerPair: return WoqGemvKernel::kGroupedBatchPairs;
     case kernels::WoqGroups::kPerStep: break;
   }
   return WoqGemvKernel::kGrouped;

@@ -43,6 +43,11 @@ constexpr int per_batch_steps(int bits, int col_tiles) {
   const int steps = grouped_steps_for(bits, col_tiles, true);
   return steps >= 2 && (bits != 8 || col_tiles == 1) ? steps : 0;
 }
+// Batches per flush of the two-batch kernel: 2 (kPerPair) where it has two column tiles, whose 2-step batches are
+// half a g128 group (s17, H200: 1.05-1.16x at M 9..16), else 1; 0 where there is no two-batch kernel.
+constexpr int flush_batches(int bits, int col_tiles) {
+  return per_batch_steps(bits, col_tiles) == 0 ? 0 : col_tiles == 2 ? 2 : 1;
+}
 
 template <int kBits, typename T, int kColTiles, bool kGrouped, int kColWarps = 1,
           kernels::WoqGroups kGroups = kernels::WoqGroups::kPerStep>
@@ -64,22 +69,20 @@ int blocks_per_sm() {
                                 kernels::kWoqWarps * 32);
 }
 
-// Which grouped GEMV kernel serves p: kPerBatch where every batch lies in one group (groups of whole batches,
-// group_shift 31 for one group) and the splits are whole batches.
+// Which grouped GEMV kernel serves p: kPerPair / kPerBatch where every pair of batches / batch lies in one group
+// (groups of whole ones, group_shift 31 for one group) and the splits are whole ones.
 template <int kBits, int kColTiles>
 kernels::WoqGroups groups_for(const kernels::WoqGemvParams& p) {
   using kernels::WoqGroups;
   if (p.g_idx != nullptr) return WoqGroups::kActOrder;
   constexpr int kBatchSteps = per_batch_steps(kBits, kColTiles);
-  if constexpr (kBatchSteps > 0) {
-    constexpr int kBatchRows = kBatchSteps * 4 * kernels::gptq::KernelTraits<kBits>::kCodes;
-    if (kColTiles == 2 && p.group_shift >= std::bit_width(unsigned{2 * kBatchRows}) - 1 &&
-        (p.split_k.splits == 1 || p.steps_per_split % (2 * kBatchSteps) == 0))
-      return WoqGroups::kPerPair;
-    if (p.group_shift >= std::bit_width(unsigned{kBatchRows}) - 1 &&
-        (p.split_k.splits == 1 || p.steps_per_split % kBatchSteps == 0))
-      return WoqGroups::kPerBatch;
-  }
+  constexpr int kStepRows = 4 * kernels::gptq::KernelTraits<kBits>::kCodes;
+  const auto whole = [&](int steps) {
+    return p.group_shift >= std::bit_width(static_cast<unsigned>(steps * kStepRows)) - 1 &&
+           (p.split_k.splits == 1 || p.steps_per_split % steps == 0);
+  };
+  if (flush_batches(kBits, kColTiles) == 2 && whole(2 * kBatchSteps)) return WoqGroups::kPerPair;
+  if (kBatchSteps > 0 && whole(kBatchSteps)) return WoqGroups::kPerBatch;
   return WoqGroups::kPerStep;
 }
 
@@ -102,7 +105,7 @@ cudaError_t launch_gemv_kernel(const kernels::WoqGemvParams& p, cudaStream_t str
           return launch(gemv_kernel<kBits, T, kColTiles, true, kColWarps, WoqGroups::kPerBatch>());
         break;
       case WoqGroups::kPerPair:
-        if constexpr (per_batch_steps(kBits, kColTiles) > 0 && kColTiles == 2)
+        if constexpr (flush_batches(kBits, kColTiles) == 2)
           return launch(gemv_kernel<kBits, T, kColTiles, true, kColWarps, WoqGroups::kPerPair>());
         break;
       case WoqGroups::kPerStep: break;
@@ -165,8 +168,7 @@ bool known_bits(int bits) { return bits == 2 || bits == 3 || bits == 4 || bits =
 template <int kBits>
 int batch_steps_for(int m) {
   return with_gemv_config<kBits>(m, true, 1, [&]<int kColTiles, bool, int>() {
-    // two column tiles: whole pairs of batches (kPerPair where the groups allow it)
-    return std::max(1, per_batch_steps(kBits, kColTiles) * (kColTiles == 2 ? 2 : 1));
+    return std::max(1, per_batch_steps(kBits, kColTiles) * flush_batches(kBits, kColTiles));
   });
 }
 

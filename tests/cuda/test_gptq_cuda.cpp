@@ -345,6 +345,8 @@ const std::vector<Spec> kSpecs = {
     // K not a whole number of GEMV steps (177 blocks of 8 codes): the last step's missing blocks read as zeros.
     {4, 264, 1416, -1, false, false, true},
     {8, 264, 1412, -1, true, false, false},
+    // One group over 130 steps at two column tiles: pairs of 2-step batches, and warps ending on a single batch.
+    {4, 264, 4160, -1, false, false, true, {9, 16}},
     // The decode GEMV's loop as the Llama shapes run it, which the shapes above do not reach (a host-planning model
     // of every case, s6), at the decode sizes each is for: several full batches per warp without split-K (more
     // than 132 tiles of 32 columns), partial last batches, warps starting mid-group, batches crossing a group.
@@ -429,13 +431,14 @@ TEST(GptqCudaPlan, GemvKernelsByGroupAndShape) {
   };
   const std::vector<Case> cases = {
       {{4, 4096, 4096, 128, true, false, false}, 1, WoqGemvKernel::kGroupedTwoBatches},   // o_proj (split-K)
-      {{4, 4096, 4096, 128, true, false, false}, 16, WoqGemvKernel::kGroupedTwoBatches},  // two column tiles
+      {{4, 4096, 4096, 128, true, false, false}, 16, WoqGemvKernel::kGroupedBatchPairs},  // two column tiles
       {{4, 512, 14336, 128, false, false, false}, 1, WoqGemvKernel::kGroupedTwoBatches},  // split-K, long K
       {{4, 8712, 1408, 128, false, false, false}, 1, WoqGemvKernel::kGroupedTwoBatches},  // warps over columns
-      {{4, 8712, 1408, 128, false, false, false}, 16, WoqGemvKernel::kGroupedTwoBatches},
+      {{4, 8712, 1408, 128, false, false, false}, 16, WoqGemvKernel::kGroupedBatchPairs},
+      {{4, 1024, 2048, -1, true, false, false}, 16, WoqGemvKernel::kGroupedBatchPairs},  // one group
       {{4, 1024, 2048, -1, true, false, false}, 1, WoqGemvKernel::kGroupedTwoBatches},   // one group
       {{4, 1024, 2048, 64, true, false, false}, 1, WoqGemvKernel::kGrouped},   // 64-row group < 128-row batch
-      {{4, 1024, 2048, 64, true, false, false}, 9, WoqGemvKernel::kGroupedTwoBatches},   // 64-row batches
+      {{4, 1024, 2048, 64, true, false, false}, 9, WoqGemvKernel::kGroupedTwoBatches},   // 64-row batches, not pairs
       {{4, 1024, 2048, 32, true, false, false}, 1, WoqGemvKernel::kGrouped},
       {{4, 264, 1440, 96, false, false, false}, 1, WoqGemvKernel::kGeneral},  // not a power of two
       // Act-order: sorted groups of 128 rows each are plain groups (g_idx dropped); 96-row groups keep g_idx.

@@ -18,8 +18,9 @@ WoqPath cuda_gptq_path(const Context& ctx, const QuantMethod& layer, int64_t m);
 // The GEMV's kernels: kGeneral decodes every weight (any group of whole blocks); the grouped ones apply zero points
 // and scales once per group (every step of 4 blocks in one group): kGrouped checks each step's group, with one
 // batch of loads in flight per warp; kGroupedActOrder reads it from g_idx; kGroupedTwoBatches (every batch in one
-// group) keeps two batches in flight.
-enum class WoqGemvKernel { kGeneral, kGrouped, kGroupedActOrder, kGroupedTwoBatches };
+// group) keeps two batches in flight; kGroupedBatchPairs (two column tiles, every pair of batches in one group) the
+// same, applying each pair's group once.
+enum class WoqGemvKernel { kGeneral, kGrouped, kGroupedActOrder, kGroupedTwoBatches, kGroupedBatchPairs };
 
 // The GEMV kernel `layer` runs for the first (up to 16) of m rows; error where m rows do not take the GEMV.
 WoqGemvKernel cuda_gptq_gemv_kernel(const Context& ctx, const QuantMethod& layer, int64_t m);
