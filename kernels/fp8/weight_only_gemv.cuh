@@ -300,9 +300,9 @@ __global__ void __launch_bounds__(kFp8GemvWarps * 32,
 #pragma unroll
       for (int sl = 0; sl < kSlices; ++sl) v[j] += red[c + kColWarps * sl][vi][vl];
       const int e = vi & 3;
-      row[j] = (static_cast<int>(blockIdx.x) * kColWarps + c) * kFp8GemvTileRows + (vl >> 2) +
-               ((e & 2) ? 8 : 0);  // C fragment: rows g, g+8
-      col[j] = (vi >> 2) * 8 + (vl & 3) * 2 + (e & 1);                    // columns 2t, 2t+1 of column tile
+      // C fragment: rows g, g+8 of the warp's tile; columns 2t, 2t+1 of column tile vi / 4.
+      row[j] = (static_cast<int>(blockIdx.x) * kColWarps + c) * kFp8GemvTileRows + (vl >> 2) + ((e & 2) ? 8 : 0);
+      col[j] = (vi >> 2) * 8 + (vl & 3) * 2 + (e & 1);
       active[j] = row[j] < n && col[j] < m;
     }
   }
