@@ -4,11 +4,16 @@
 // column ni[i] of N (active[i]: inside m x n), and `store(sum, i)` finishes one (bias, scale) and writes y.
 //  - One block covers all of K (sk.splits == 1): store every active value.
 //  - Split-K in a cluster (sk.cluster, code built for sm_90+; the splits of a tile are one cluster of height
-//    gridDim.y, so a block's cluster rank is its split): every block leaves its sums in its shared memory, and
-//    after a cluster barrier the first block adds up the others' through distributed shared memory in split
-//    order, stores, and holds the cluster until it has read them. No global round trips: the global protocol
-//    below puts three L2 latencies (fence, counter, partials) at the end of the critical path (s9, H200, GPTQ GEMV
-//    at two splits: 0.4-0.8 us of a 6-13 us launch).
+//    gridDim.y, so a block's cluster rank is its split): two phases of the cluster barrier. In the first every
+//    block arrives at its end (so all have started and their shared memory exists); then the other blocks write
+//    their sums into the first block's shared memory (distributed shared memory), arrive with release semantics
+//    and leave, and the first block waits for them and adds them up in split order. No global round trips: the
+//    global protocol below puts three L2 latencies (fence, counter, partials) at the end of the critical path (s9,
+//    H200, GPTQ GEMV at two splits: 0.4-0.8 us of a 6-13 us launch). Until s19 the first block read the others'
+//    shared memory between two full cluster syncs, the second (a GPU-scope fence behind the first block's stores
+//    of y) holding every block: per-warp timestamps (H200, llama8b o and down at M = 1) put 1.1 us between the
+//    last warp's loop and the last block's end there, against 0.16-0.2 us in launches without splits. The
+//    hand-off: GPTQ 4-bit o 1.05-1.09x and down 1.02-1.05x at M 1-16, every launch without splits unchanged.
 //  - Split-K otherwise (blockIdx-independent: the caller says which split this block is): publish the block's
 //    partial sums in partials[split][m][n], and let the last block of the tile, by its counter, add them up in
 //    split order (deterministic, the same sums as the cluster's), store, and reset the counter (zero between
@@ -38,22 +43,31 @@ __device__ __forceinline__ void finish_tile(const float (&v)[kValues], const boo
   if constexpr (kClusters) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     if (sk.cluster) {
-      namespace cg = cooperative_groups;
-      __shared__ float mine[kValues][kThreads];
+      // The first block's inbox: split r's sums in [r - 1].
+      __shared__ float inbox[kMaxClusterSplits - 1][kValues][kThreads];
+      const cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
+      // First phase: every block of the cluster has reached its end (so has started: its shared memory exists).
+      asm volatile("barrier.cluster.arrive.relaxed;" ::: "memory");
+      asm volatile("barrier.cluster.wait;" ::: "memory");
+      const unsigned rank = cluster.block_rank();
+      if (rank != 0) {
+        float* const to = cluster.map_shared_rank(&inbox[rank - 1][0][threadIdx.x], 0);
 #pragma unroll
-      for (int i = 0; i < kValues; ++i) mine[i][threadIdx.x] = v[i];
-      const cg::cluster_group cluster = cg::this_cluster();
-      cluster.sync();  // every block's sums written (release / acquire across the cluster)
-      if (cluster.block_rank() == 0) {
-#pragma unroll
-        for (int i = 0; i < kValues; ++i) {
-          if (!active[i]) continue;
-          float sum = v[i];
-          for (int r = 1; r < splits; ++r) sum += cluster.map_shared_rank(&mine[i][threadIdx.x], r)[0];
-          store(sum, i);
-        }
+        for (int i = 0; i < kValues; ++i) to[i * kThreads] = v[i];
+        // Release: the writes above are visible to the first block once its wait returns. The block ends without
+        // waiting for the phase (exited threads count as arrived).
+        asm volatile("barrier.cluster.arrive.release;" ::: "memory");
+        return;
       }
-      cluster.sync();  // the other blocks' shared memory stays until the first has read it
+      asm volatile("barrier.cluster.arrive.relaxed;" ::: "memory");
+      asm volatile("barrier.cluster.wait.acquire;" ::: "memory");  // every other block's sums are in the inbox
+#pragma unroll
+      for (int i = 0; i < kValues; ++i) {
+        if (!active[i]) continue;
+        float sum = v[i];
+        for (int r = 1; r < splits; ++r) sum += inbox[r - 1][i][threadIdx.x];
+        store(sum, i);
+      }
       return;
     }
 #endif
