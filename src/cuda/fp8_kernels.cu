@@ -166,10 +166,10 @@ cudaError_t launch_fp8_weight_only_gemv(DenseType dtype, const kernels::Fp8GemvP
   });
 }
 
-int fp8_weight_only_gemv_blocks_per_sm(DenseType dtype, const kernels::Fp8GemvParams& p) {
+int fp8_weight_only_gemv_blocks_per_sm(DenseType dtype, const kernels::Fp8GemvParams& p, int device) {
   int blocks = 1;
   (void)with_gemv_kernel(dtype, p, [&](auto kernel) {
-    blocks = resident_blocks_per_sm(reinterpret_cast<const void*>(kernel), kernels::kFp8GemvWarps * 32);
+    blocks = resident_blocks_per_sm(reinterpret_cast<const void*>(kernel), kernels::kFp8GemvWarps * 32, device);
     return cudaSuccess;
   });
   return blocks;

@@ -14,9 +14,9 @@ namespace tpq::detail {
 
 // dtype: kBF16 or kF16; 1 <= p.m <= kFp8GemvMaxM; p.k % 16 == 0. `pdl`: programmatic stream serialization (sm_90+).
 cudaError_t launch_fp8_weight_only_gemv(DenseType dtype, const kernels::Fp8GemvParams& p, cudaStream_t stream, bool pdl);
-// Resident blocks per SM of the GEMV kernel that launch_fp8_weight_only_gemv would launch for p on the current device
-// (1 where the runtime cannot say).
-int fp8_weight_only_gemv_blocks_per_sm(DenseType dtype, const kernels::Fp8GemvParams& p);
+// Resident blocks per SM of the GEMV kernel that launch_fp8_weight_only_gemv would launch for p on `device` (1 where
+// the runtime cannot say).
+int fp8_weight_only_gemv_blocks_per_sm(DenseType dtype, const kernels::Fp8GemvParams& p, int device);
 // The first pass of dynamic per-tensor quantization: amax(|x|) of `count` elements of `dtype` (kBF16 / kF16), as
 // `blocks` partial maxima into partials[0..blocks) (Fp8ActQuantParams::amax_partials). fp8_amax_blocks says how
 // many blocks to launch (1..kFp8AmaxMaxBlocks).

@@ -82,7 +82,7 @@ int64_t gemv_blocks(const kernels::Fp8GemvParams& p) {
   return (p.n + rows - 1) / rows * p.split_k.splits;
 }
 int64_t gemv_waves(const Context::CudaResources& res, DType dtype, const kernels::Fp8GemvParams& p) {
-  const int64_t resident = int64_t{fp8_weight_only_gemv_blocks_per_sm(dense_type(dtype), p)} * res.sm_count;
+  const int64_t resident = int64_t{fp8_weight_only_gemv_blocks_per_sm(dense_type(dtype), p, res.device)} * res.sm_count;
   return (gemv_blocks(p) + resident - 1) / resident;
 }
 

@@ -138,7 +138,7 @@ GemvPass plan_gemv_pass(const Context::CudaResources& res, DType dtype, const Wo
   // splits of K to fill the GPU: 0.31-0.93x on every such Llama shape.
   const int m_rows = static_cast<int>(mm);
   const auto resident_for = [&](int col_warps) {
-    return res.sm_count * woq_gemv_blocks_per_sm(w.bits, dense, m_rows, grouped, col_warps);
+    return res.sm_count * woq_gemv_blocks_per_sm(w.bits, dense, m_rows, grouped, col_warps, res.device);
   };
   const auto tiles_for = [&](int col_warps) {
     const int64_t cols = int64_t{kernels::kWoqTileCols} * col_warps;

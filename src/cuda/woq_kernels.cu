@@ -64,9 +64,9 @@ auto gemv_kernel() {
 
 // Resident blocks per SM of one instantiation.
 template <int kBits, typename T, int kColTiles, bool kGrouped, int kColWarps>
-int blocks_per_sm() {
+int blocks_per_sm(int device) {
   return resident_blocks_per_sm(reinterpret_cast<const void*>(gemv_kernel<kBits, T, kColTiles, kGrouped, kColWarps>()),
-                                kernels::kWoqWarps * 32);
+                                kernels::kWoqWarps * 32, device);
 }
 
 // Which grouped GEMV kernel serves p: kPerPair / kPerBatch where every pair of batches / batch lies in one group
@@ -155,10 +155,10 @@ cudaError_t launch_gemv_for_bits(int bits, const kernels::WoqGemvParams& p, bool
 }
 
 template <typename T>
-int blocks_per_sm_for_bits(int bits, int m, bool grouped, int col_warps) {
+int blocks_per_sm_for_bits(int bits, int m, bool grouped, int col_warps, int device) {
   return with_bits(bits, [&]<int kBits>() {
     return with_gemv_config<kBits>(m, grouped, col_warps, [&]<int kColTiles, bool kGrouped, int kColWarps>() {
-      return blocks_per_sm<kBits, T, kColTiles, kGrouped, kColWarps>();
+      return blocks_per_sm<kBits, T, kColTiles, kGrouped, kColWarps>(device);
     });
   });
 }
@@ -252,10 +252,10 @@ cudaError_t launch_woq_gemv(int bits, DenseType dtype, const kernels::WoqGemvPar
                                 [&]<typename T>() { return launch_gemv_for_bits<T>(bits, p, grouped, stream, pdl); });
 }
 
-int woq_gemv_blocks_per_sm(int bits, DenseType dtype, int m, bool grouped, int col_warps) {
+int woq_gemv_blocks_per_sm(int bits, DenseType dtype, int m, bool grouped, int col_warps, int device) {
   if (!gemv_config_exists(bits, m, grouped, col_warps)) return 1;
-  return dtype == DenseType::kF16 ? blocks_per_sm_for_bits<__half>(bits, m, grouped, col_warps)
-                                  : blocks_per_sm_for_bits<__nv_bfloat16>(bits, m, grouped, col_warps);
+  return dtype == DenseType::kF16 ? blocks_per_sm_for_bits<__half>(bits, m, grouped, col_warps, device)
+                                  : blocks_per_sm_for_bits<__nv_bfloat16>(bits, m, grouped, col_warps, device);
 }
 
 bool woq_gemm_prepare() {

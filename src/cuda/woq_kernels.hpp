@@ -29,8 +29,9 @@ int woq_gemv_batch_steps(int bits, int m);
 // The grouped GEMV kernel launch_woq_gemv(bits, .., p, grouped = true, ..) runs (kPerStep for a configuration
 // it does not take).
 kernels::WoqGroups woq_gemv_groups(int bits, const kernels::WoqGemvParams& p);
-// Blocks of the GEMV launch_woq_gemv would run for (bits, dtype, m, grouped, col_warps) that fit on one SM at once.
-int woq_gemv_blocks_per_sm(int bits, DenseType dtype, int m, bool grouped, int col_warps);
+// Blocks of the GEMV launch_woq_gemv would run for (bits, dtype, m, grouped, col_warps) that fit on one SM of `device`
+// at once.
+int woq_gemv_blocks_per_sm(int bits, DenseType dtype, int m, bool grouped, int col_warps, int device);
 // The mid-M GEMM (kernels/common/woq_gemm.cuh). woq_gemm_prepare() allows its shared memory on the current device
 // (at context creation, before any launch there; false: it cannot run). Its steps_per_split must be a multiple of
 // woq_gemm_stage_steps(bits).
