@@ -1,7 +1,7 @@
 // tpq_bench: the one benchmark driver (DESIGN.md section 6).
 //
 //   tpq_bench [--format unquant,...] [--m 1,8,16,32,128,512,4096] [--shapes llama8b,llama70b_tp8 | --n N --k K]
-//             [--dtype bf16|f16] [--iters 20] [--graph-calls 20] [--json FILE] [--floor]
+//             [--dtype bf16|f16] [--iters 20] [--graph-calls 20] [--json FILE] [--floor] [--x-hot]
 //
 // Each run measures the device's read bandwidth first (a read-only sweep over 4 GiB with 16-byte loads), then,
 // per shape and M, times the cuBLAS baseline and every selected format. Timing: `graph-calls` forwards captured
@@ -11,6 +11,9 @@
 // format's reference weight (the same inputs). With --floor, a last column gives each row's stream floor: the
 // graph-timed time of a kernel that only reads the row's weight bytes (same copies, same launch attributes), as a
 // percentage of the row's time: how close the row comes to what streaming its bytes alone takes on this GPU.
+// With --x-hot, every call of a graph reads the same x (the weights and outputs still rotate), so x stays in L2,
+// as in an engine where the previous kernel has just written it; without, x rotates with the weights and comes
+// from DRAM.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
@@ -69,6 +72,7 @@ struct Options {
   int graph_calls = 20;
   std::string json;
   bool floor = false;  // --floor: the stream-floor column
+  bool x_hot = false;  // --x-hot: one x for every call (resident in L2), weights and outputs rotated
 };
 
 std::vector<std::string> split_list(const std::string& s) {
@@ -100,7 +104,7 @@ void usage() {
   fmt::print(
       "usage: tpq_bench [--format {}] [--m 1,8,16,32,128,512,4096]\n"
       "                 [--shapes llama8b,llama70b_tp8 | --n N --k K] [--dtype bf16|f16]\n"
-      "                 [--iters 20] [--graph-calls 20] [--json FILE] [--floor]\n",
+      "                 [--iters 20] [--graph-calls 20] [--json FILE] [--floor] [--x-hot]\n",
       names);
 }
 
@@ -114,8 +118,8 @@ Options parse(int argc, char** argv) {
       usage();
       std::exit(0);
     }
-    if (arg == "--floor") {
-      o.floor = true;
+    if (arg == "--floor" || arg == "--x-hot") {
+      (arg == "--floor" ? o.floor : o.x_hot) = true;
       continue;
     }
     if (const size_t eq = arg.find('='); eq != std::string::npos) {
@@ -320,7 +324,7 @@ Timing time_format(BenchFormat& format, const BenchProblem& p, const void* maste
 
   return {graph_us([&](int i) {
             const size_t c = static_cast<size_t>(i % copies);
-            format.run(static_cast<int>(c), io.x[c].get(), io.y[c].get());
+            format.run(static_cast<int>(c), io.x[o.x_hot ? 0 : c].get(), io.y[c].get());
           }, o, stream),
           copies};
 }
@@ -438,10 +442,11 @@ int run(int argc, char** argv) {
   fmt::print("# driver {}.{}, runtime {}.{}, cuBLAS {}\n", driver / 1000, driver % 1000 / 10, runtime / 1000,
              runtime % 1000 / 10, cublas_version);
   fmt::print("# measured read bandwidth: {:.1f} GB/s (read-only sweep over 4 GiB, 16-byte loads)\n", bandwidth);
-  fmt::print("# dtype {}, {} forwards per CUDA graph, median of {} replays, weights+inputs rotated past 3x L2; "
+  fmt::print("# dtype {}, {} forwards per CUDA graph, median of {} replays, {} rotated past 3x L2{}; "
              "TPQ_NO_PDL={}, TPQ_GEMV_CLUSTERS={}, TPQ_FP8_BLOCK_GEMM={}\n",
-             dtype_label, o.graph_calls, o.iters, no_pdl ? no_pdl : "unset", clusters ? clusters : "unset",
-             block_gemm ? block_gemm : "unset");
+             dtype_label, o.graph_calls, o.iters, o.x_hot ? "weights+outputs" : "weights+inputs",
+             o.x_hot ? " (--x-hot: one x, resident in L2)" : "", no_pdl ? no_pdl : "unset",
+             clusters ? clusters : "unset", block_gemm ? block_gemm : "unset");
   fmt::print("# weight GB/s and %BW count weight bytes only; max err = max|out-ref|/max|ref| vs {} on the same "
              "inputs\n",
              baseline_name);
@@ -508,6 +513,7 @@ int run(int argc, char** argv) {
     j["graph_calls"] = o.graph_calls;
     j["iters"] = o.iters;
     j["tpq_no_pdl"] = no_pdl ? no_pdl : "";
+    j["x_hot"] = o.x_hot;
     for (const Row& r : rows) {
       nlohmann::json row = {{"format", r.format},   {"shape", r.shape},   {"m", r.m},
                             {"n", r.n},             {"k", r.k},           {"us", r.us},
