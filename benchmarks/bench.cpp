@@ -1,6 +1,7 @@
 // tpq_bench: the one benchmark driver (DESIGN.md section 6).
 //
-//   tpq_bench [--format unquant,...] [--m 1,8,16,32,128,512,4096] [--shapes llama8b,llama70b_tp8 | --n N --k K]
+//   tpq_bench [--format unquant,...] [--m 1,8,16,32,128,512,4096]
+//             [--shapes llama8b,llama70b_tp8,tp_attn | --n N --k K]
 //             [--dtype bf16|f16] [--iters 20] [--graph-calls 20] [--json FILE] [--floor] [--x-hot]
 //
 // Each run measures the device's read bandwidth first (a read-only sweep over 4 GiB with 16-byte loads), then,
@@ -58,9 +59,15 @@ const std::vector<Shape>& shape_set(const std::string& name) {
                                              {"llama8b.down", 4096, 14336}};
   static const std::vector<Shape> llama70b_tp8 = {{"llama70b_tp8.gate_up", 7168, 8192},
                                                   {"llama70b_tp8.down", 8192, 3584}};
+  // One rank's attention projections under tensor parallelism: q|k|v column-parallel ((heads + 2 kv heads) x 128
+  // rows / TP), o row-parallel (K / TP). Narrow outputs or short K: where the GEMVs split K most (s20).
+  static const std::vector<Shape> tp_attn = {{"llama8b_tp4.qkv", 1536, 4096},  {"llama8b_tp4.o", 4096, 1024},
+                                             {"llama8b_tp8.qkv", 768, 4096},   {"llama70b_tp4.qkv", 2560, 8192},
+                                             {"llama70b_tp8.qkv", 1280, 8192}, {"llama70b_tp8.o", 8192, 1024}};
   if (name == "llama8b") return llama8b;
   if (name == "llama70b_tp8") return llama70b_tp8;
-  fail(ErrorCode::kInvalidArgument, "--shapes: unknown set '{}' (llama8b, llama70b_tp8)", name);
+  if (name == "tp_attn") return tp_attn;
+  fail(ErrorCode::kInvalidArgument, "--shapes: unknown set '{}' (llama8b, llama70b_tp8, tp_attn)", name);
 }
 
 struct Options {
@@ -103,7 +110,7 @@ void usage() {
   for (const auto& f : format_registry()) names += (names.empty() ? "" : ",") + f.name;
   fmt::print(
       "usage: tpq_bench [--format {}] [--m 1,8,16,32,128,512,4096]\n"
-      "                 [--shapes llama8b,llama70b_tp8 | --n N --k K] [--dtype bf16|f16]\n"
+      "                 [--shapes llama8b,llama70b_tp8,tp_attn | --n N --k K] [--dtype bf16|f16]\n"
       "                 [--iters 20] [--graph-calls 20] [--json FILE] [--floor] [--x-hot]\n",
       names);
 }
