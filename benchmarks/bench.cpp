@@ -125,8 +125,12 @@ Options parse(int argc, char** argv) {
       usage();
       std::exit(0);
     }
-    if (arg == "--floor" || arg == "--x-hot") {
-      (arg == "--floor" ? o.floor : o.x_hot) = true;
+    if (arg == "--floor") {
+      o.floor = true;
+      continue;
+    }
+    if (arg == "--x-hot") {
+      o.x_hot = true;
       continue;
     }
     if (const size_t eq = arg.find('='); eq != std::string::npos) {
